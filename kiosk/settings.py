@@ -1,0 +1,178 @@
+"""Typed, frozen settings loaded from TOML.
+
+Every section is a frozen dataclass; an unknown key or a value of the wrong type is a
+``ConfigError`` at start-up rather than a silently ignored typo. The bundled models and
+hardware profiles are found relative to the source checkout or, for a wheel install,
+under ``<prefix>/share/kiosk``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kiosk.errors import ConfigError
+
+
+def _bundled_dir(name: str, share_name: str) -> Path:
+    """``models/`` or ``hardware/profiles`` of the checkout, else the installed copy."""
+    checkout = Path(__file__).resolve().parent.parent / name
+    if checkout.is_dir():
+        return checkout
+    return Path(sys.prefix) / "share" / "kiosk" / share_name
+
+
+def bundled_models_dir() -> Path:
+    return _bundled_dir("models", "models")
+
+
+def bundled_profiles_dir() -> Path:
+    return _bundled_dir("hardware/profiles", "profiles")
+
+
+@dataclass(frozen=True)
+class TlsSettings:
+    """Mutual TLS for remote listeners: all three files or none."""
+
+    server_cert: str = ""
+    server_key: str = ""
+    client_ca: str = ""
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.server_cert)
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    listen: tuple[str, ...] = ("127.0.0.1:50051",)
+    # Remote (non-loopback TCP) listeners need TLS; these are served in plain text.
+    tls: TlsSettings = field(default_factory=TlsSettings)
+    # Two ID-grade photos plus a few live JPEGs fit easily; anything larger is abuse.
+    max_message_bytes: int = 8 * 1024 * 1024
+    max_concurrent_calls: int = 4
+    call_deadline_s: float = 10.0
+    grace_period_s: float = 10.0
+    device_id: str = ""
+    reflection: bool = True
+
+
+@dataclass(frozen=True)
+class LimitSettings:
+    max_image_bytes: int = 3 * 1024 * 1024
+    # Checked from the header before decoding: 12 MP covers any kiosk camera.
+    max_image_pixels: int = 12_000_000
+    max_image_side: int = 8192
+    max_live_photos: int = 5
+
+
+@dataclass(frozen=True)
+class DecisionSettings:
+    # Target false-match rate whose calibrated threshold decides by default.
+    target_fmr: float = 1e-3
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    # Empty means the bundled directory.
+    dir: str = ""
+    manifest: str = "manifest.toml"
+    calibration: str = "calibration.toml"
+
+    def resolved_dir(self) -> Path:
+        return Path(self.dir) if self.dir else bundled_models_dir()
+
+
+@dataclass(frozen=True)
+class HardwareSettings:
+    # A profile name from hardware/profiles, a path to a TOML file, or "auto" to detect the board.
+    profile: str = "auto"
+
+
+@dataclass(frozen=True)
+class ConsentSettings:
+    # Consent text versions the operator has shown to people; anything else is refused.
+    accepted_versions: tuple[str, ...] = ("2026-01",)
+
+
+@dataclass(frozen=True)
+class AuditSettings:
+    # Empty disables the audit log (CLI use); the service requires one in production configs.
+    path: str = ""
+    key_file: str = ""
+    max_bytes: int = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Settings:
+    service: ServiceSettings = field(default_factory=ServiceSettings)
+    limits: LimitSettings = field(default_factory=LimitSettings)
+    decision: DecisionSettings = field(default_factory=DecisionSettings)
+    models: ModelSettings = field(default_factory=ModelSettings)
+    hardware: HardwareSettings = field(default_factory=HardwareSettings)
+    consent: ConsentSettings = field(default_factory=ConsentSettings)
+    audit: AuditSettings = field(default_factory=AuditSettings)
+
+
+T = typing.TypeVar("T")
+
+
+def from_mapping(cls: type[T], data: typing.Mapping[str, typing.Any], where: str = "") -> T:
+    """Build dataclass ``cls`` from a TOML mapping, rejecting unknown keys and wrong types."""
+    if not isinstance(data, typing.Mapping):
+        raise ConfigError(f"{where or 'settings'}: expected a table, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"{where or 'settings'}: unknown key(s) {', '.join(unknown)}")
+    values = {}
+    for name, raw in data.items():
+        values[name] = _coerce(hints[name], raw, f"{where}.{name}" if where else name)
+    return cls(**values)
+
+
+def _coerce(hint: typing.Any, raw: typing.Any, where: str) -> typing.Any:
+    if dataclasses.is_dataclass(hint):
+        return from_mapping(hint, raw, where)
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        (item,) = {a for a in typing.get_args(hint) if a is not Ellipsis}
+        if not isinstance(raw, list):
+            raise ConfigError(f"{where}: expected a list")
+        return tuple(_coerce(item, v, f"{where}[{i}]") for i, v in enumerate(raw))
+    if origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(hint):
+            try:
+                return _coerce(option, raw, where)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{where}: {raw!r} does not fit {hint}")
+    if hint is float and isinstance(raw, int) and not isinstance(raw, bool):
+        return float(raw)
+    if hint is type(None) and raw is None:
+        return None
+    if not isinstance(raw, hint) or (hint is int and isinstance(raw, bool)):
+        raise ConfigError(f"{where}: expected {hint.__name__}, got {type(raw).__name__}")
+    return raw
+
+
+def load_toml(cls: type[T], path: str | Path) -> T:
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: invalid TOML: {e}") from None
+    return from_mapping(cls, data, where=str(path))
+
+
+def load_settings(path: str | Path | None = None) -> Settings:
+    """Settings from a TOML file, or the defaults when ``path`` is None."""
+    return Settings() if path is None else load_toml(Settings, path)
