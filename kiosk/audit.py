@@ -652,7 +652,9 @@ def main_verify(argv: Sequence[str]) -> int:
         help="the audit log path (its rotated files are found next to it), or several files in chain order",
     )
     parser.add_argument("--key-file", type=Path, metavar="KEYFILE", help="HMAC key file (hex or raw, mode 0600)")
-    parser.add_argument("--config", type=Path, metavar="SETTINGS", help="settings TOML whose audit.key_file is used without --key-file")
+    parser.add_argument(
+        "--config", type=Path, metavar="SETTINGS", help="settings TOML whose audit.key_file is used without --key-file"
+    )
     try:
         args = parser.parse_args(list(argv))
     except SystemExit as e:  # argparse exits; a caller of this function wants a code
