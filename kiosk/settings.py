@@ -78,6 +78,44 @@ class DecisionSettings:
 
 
 @dataclass(frozen=True)
+class QualityLimits:
+    """Limits one face must meet; failing one gives the kiosk an actionable guidance code."""
+
+    # Below ~20 px between the eyes the embedder's accuracy drops sharply on live frames.
+    min_inter_eye_px: float = 20.0
+    # |nose offset from the eye/mouth midline| / inter-eye distance; ~0.5 is about 30 degrees of yaw.
+    max_yaw_ratio: float = 0.5
+    max_roll_deg: float = 30.0
+    # Variance of the Laplacian of the aligned 112x112 grey face.
+    min_sharpness: float = 15.0
+    min_brightness: float = 40.0
+    max_brightness: float = 220.0
+    min_contrast: float = 12.0
+
+
+def _id_photo_limits() -> "QualityLimits":
+    # A 102x126 chip photo has eyes ~26 px apart and is often a blurry, low-contrast
+    # snapshot of the printed card: only reject what cannot be matched at all.
+    return QualityLimits(
+        min_inter_eye_px=12.0,
+        max_yaw_ratio=0.6,
+        max_roll_deg=35.0,
+        min_sharpness=3.0,
+        min_brightness=25.0,
+        max_brightness=235.0,
+        min_contrast=8.0,
+    )
+
+
+@dataclass(frozen=True)
+class QualitySettings:
+    live_frame: QualityLimits = field(default_factory=QualityLimits)
+    id_photo: QualityLimits = field(default_factory=_id_photo_limits)
+    # Detection floor in pixels for the ID photo (chip photos are small); live frames use the profile's.
+    id_photo_min_face_px: int = 20
+
+
+@dataclass(frozen=True)
 class ModelSettings:
     # Empty means the bundled directory.
     dir: str = ""
@@ -113,6 +151,7 @@ class Settings:
     service: ServiceSettings = field(default_factory=ServiceSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
     decision: DecisionSettings = field(default_factory=DecisionSettings)
+    quality: QualitySettings = field(default_factory=QualitySettings)
     models: ModelSettings = field(default_factory=ModelSettings)
     hardware: HardwareSettings = field(default_factory=HardwareSettings)
     consent: ConsentSettings = field(default_factory=ConsentSettings)

@@ -1,0 +1,173 @@
+"""Operating points from measured scores: threshold at a target false-match rate, ROC figures.
+
+A threshold is never a magic number: it is the lowest similarity that keeps the
+measured false-match rate on impostor pairs at or below the target. Plain functions on
+score arrays, so the arithmetic is tested on synthetic score sets.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from kiosk.errors import ConfigError, UnknownOperatingPoint
+from kiosk.pipeline.types import OperatingPoint
+from kiosk.settings import load_toml
+
+REPORTED_FMRS = (1e-2, 1e-3, 1e-4)
+
+
+def threshold_at_fmr(impostor_scores: np.ndarray, target_fmr: float) -> float:
+    """Smallest threshold t with #(impostor >= t) / N <= target_fmr (MATCH means score >= t)."""
+    scores = np.sort(np.asarray(impostor_scores, dtype=np.float64))[::-1]
+    if len(scores) == 0:
+        raise ValueError("no impostor scores")
+    allowed = math.floor(target_fmr * len(scores) + 1e-9)
+    if allowed >= len(scores):
+        return float(scores[-1])
+    # Just above the (allowed+1)-th highest impostor score: that one and all below are rejected.
+    return float(np.nextafter(scores[allowed], np.inf))
+
+
+def match_rate(scores: np.ndarray, threshold: float) -> float:
+    scores = np.asarray(scores)
+    return float(np.mean(scores >= threshold)) if len(scores) else float("nan")
+
+
+def roc_auc(genuine: np.ndarray, impostor: np.ndarray) -> float:
+    """Probability that a genuine pair outscores an impostor pair (ties count half)."""
+    scores = np.concatenate([genuine, impostor])
+    order = scores.argsort(kind="mergesort")
+    ranks = np.empty(len(scores))
+    sorted_scores = scores[order]
+    # Average ranks over ties.
+    i = 0
+    while i < len(scores):
+        j = i
+        while j + 1 < len(scores) and sorted_scores[j + 1] == sorted_scores[i]:
+            j += 1
+        ranks[order[i : j + 1]] = (i + j) / 2 + 1
+        i = j + 1
+    genuine_ranks = ranks[: len(genuine)].sum()
+    return float((genuine_ranks - len(genuine) * (len(genuine) + 1) / 2) / (len(genuine) * len(impostor)))
+
+
+def equal_error_rate(genuine: np.ndarray, impostor: np.ndarray) -> tuple[float, float]:
+    """(EER, threshold) where false-match and false-non-match rates cross."""
+    candidates = np.unique(np.concatenate([genuine, impostor]))
+    fmr = np.array([np.mean(impostor >= t) for t in candidates])
+    fnmr = np.array([np.mean(genuine < t) for t in candidates])
+    i = int(np.argmin(np.abs(fmr - fnmr)))
+    return float((fmr[i] + fnmr[i]) / 2), float(candidates[i])
+
+
+@dataclass(frozen=True)
+class RateAtFmr:
+    target_fmr: float
+    threshold: float
+    tar: float
+    measured_fmr: float
+    genuine_pairs: int
+    impostor_pairs: int
+    # Rule of three: with N impostors and none accepted, the 95 % upper bound on FMR is 3/N.
+    enough_impostors: bool
+
+
+@dataclass(frozen=True)
+class ScoreReport:
+    genuine_pairs: int
+    impostor_pairs: int
+    auc: float
+    eer: float
+    eer_threshold: float
+    at_fmr: tuple[RateAtFmr, ...]
+
+
+def score_report(genuine: np.ndarray, impostor: np.ndarray, fmrs: tuple[float, ...] = REPORTED_FMRS) -> ScoreReport:
+    genuine = np.asarray(genuine, dtype=np.float64)
+    impostor = np.asarray(impostor, dtype=np.float64)
+    eer, eer_threshold = equal_error_rate(genuine, impostor)
+    rates = []
+    for fmr in fmrs:
+        threshold = threshold_at_fmr(impostor, fmr)
+        rates.append(
+            RateAtFmr(
+                target_fmr=fmr,
+                threshold=threshold,
+                tar=match_rate(genuine, threshold),
+                measured_fmr=match_rate(impostor, threshold),
+                genuine_pairs=len(genuine),
+                impostor_pairs=len(impostor),
+                enough_impostors=len(impostor) >= 3 / fmr,
+            )
+        )
+    return ScoreReport(len(genuine), len(impostor), roc_auc(genuine, impostor), eer, eer_threshold, tuple(rates))
+
+
+@dataclass(frozen=True)
+class CalibratedPoint:
+    target_fmr: float
+    threshold: float
+    measured_fmr: float
+    tar: float
+    impostor_pairs: int
+    genuine_pairs: int
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """The shipped operating points and the figures behind them (models/calibration.toml)."""
+
+    embedder: str
+    pairs: str
+    created: str
+    auc: float
+    eer: float
+    operating_point: tuple[CalibratedPoint, ...] = field(default_factory=tuple)
+
+    def operating_point_for(self, target_fmr: float) -> OperatingPoint:
+        for point in self.operating_point:
+            if math.isclose(point.target_fmr, target_fmr, rel_tol=1e-6):
+                return OperatingPoint(point.target_fmr, point.threshold)
+        known = ", ".join(f"{p.target_fmr:g}" for p in self.operating_point)
+        raise UnknownOperatingPoint(f"target FMR {target_fmr:g} is not calibrated; calibrated: {known}")
+
+
+def load_calibration(path: Path, embedder_version: str) -> Calibration:
+    calibration = load_toml(Calibration, path)
+    if calibration.embedder != embedder_version:
+        raise ConfigError(
+            f"{path} was calibrated for embedder {calibration.embedder!r}, "
+            f"but the manifest's embedder is {embedder_version!r}: run kiosk calibrate"
+        )
+    if not calibration.operating_point:
+        raise ConfigError(f"{path} has no operating points")
+    return calibration
+
+
+def calibration_toml(calibration: Calibration) -> str:
+    lines = [
+        "# Written by `kiosk calibrate`; thresholds are cosine similarities (MATCH when similarity >= threshold).",
+        f'embedder = "{calibration.embedder}"',
+        f'pairs = "{calibration.pairs}"',
+        f'created = "{calibration.created}"',
+        f"auc = {calibration.auc:.6f}",
+        f"eer = {calibration.eer:.6f}",
+    ]
+    for p in calibration.operating_point:
+        lines += [
+            "",
+            "[[operating_point]]",
+            f"target_fmr = {p.target_fmr:g}",
+            f"threshold = {p.threshold!r}",
+            f"measured_fmr = {p.measured_fmr:.6g}",
+            f"tar = {p.tar:.6f}",
+            f"impostor_pairs = {p.impostor_pairs}",
+            f"genuine_pairs = {p.genuine_pairs}",
+            f'note = "{p.note}"',
+        ]
+    return "\n".join(lines) + "\n"

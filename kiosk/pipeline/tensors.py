@@ -1,0 +1,31 @@
+"""Turn uint8 BGR image batches into a model's input tensor as its manifest entry says."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from kiosk.runtime.manifest import InputSpec
+
+_LAYOUT_AXES = {
+    # From (N, H, W, C) to the model's axis order.
+    "NHWC": (0, 1, 2, 3),
+    "NCHW": (0, 3, 1, 2),
+    "NWHC": (0, 2, 1, 3),
+}
+
+
+def to_input_tensor(batch_bgr: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """(N, H, W, 3) uint8 BGR -> contiguous float32 tensor in the model's layout, colour and scale."""
+    if spec.colour == "RGB":
+        pixels = batch_bgr[..., ::-1]
+    elif spec.colour == "GRAY":
+        pixels = np.stack([cv2.cvtColor(img, cv2.COLOR_BGR2GRAY) for img in batch_bgr])[..., np.newaxis]
+    else:
+        pixels = batch_bgr
+    tensor = pixels.astype(np.float32)
+    if spec.mean:
+        tensor -= np.float32(spec.mean)
+    if spec.std != 1.0:
+        tensor *= np.float32(1.0 / spec.std)
+    return np.ascontiguousarray(tensor.transpose(_LAYOUT_AXES[spec.layout]))

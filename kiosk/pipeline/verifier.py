@@ -1,0 +1,247 @@
+"""The verification pipeline: ID photo + live photo(s) -> decision.
+
+decode -> detect -> dominant face -> align -> quality -> embed -> compare -> decision,
+all inside a ``Scratch`` that zeroes every buffer before the call returns, on success
+and on error. Capture problems (no face, a second person, an unusable face) are not
+errors: they become a RETRY decision with a stable reason code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from kiosk.calibration import Calibration, load_calibration
+from kiosk.errors import InvalidRequest, LowQuality, Undecidable
+from kiosk.pipeline import quality
+from kiosk.pipeline.align import align_face
+from kiosk.pipeline.compare import cosine_similarity, fuse_embeddings
+from kiosk.pipeline.decode import ImageLimits, decode_image
+from kiosk.pipeline.detect import MtcnnDetector, dominant_face
+from kiosk.pipeline.embed import Embedder
+from kiosk.pipeline.scratch import Scratch, StageTimer
+from kiosk.pipeline.types import (
+    BgrImage,
+    Box,
+    Decision,
+    Embedding,
+    FaceDetection,
+    FaceFinding,
+    ImageRole,
+    OperatingPoint,
+    Verification,
+)
+from kiosk.runtime.manifest import load_manifest
+from kiosk.runtime.profile import HardwareProfile, select_profile
+from kiosk.runtime.sessions import SessionFactory
+from kiosk.settings import QualityLimits, Settings
+
+# Chip photos are cropped tight around the head; MTCNN misses faces cut by the border,
+# so the ID photo gets a replicated margin of this fraction on every side.
+ID_PHOTO_MARGIN = 0.2
+
+
+@dataclass(frozen=True)
+class AnalysedFace:
+    """One image's subject face: safe finding plus its embedding (held in the scratch)."""
+
+    finding: FaceFinding
+    embedding: Embedding
+
+
+def decide(similarity: float, operating_point: OperatingPoint) -> Decision:
+    return Decision.MATCH if similarity >= operating_point.threshold else Decision.NO_MATCH
+
+
+def scaled_for_detection(image: BgrImage, max_side: int) -> tuple[BgrImage, float]:
+    """The image shrunk so its long side is at most ``max_side``, and the scale applied."""
+    height, width = image.shape[:2]
+    scale = min(1.0, max_side / max(height, width))
+    if scale == 1.0:
+        return image, 1.0
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA), scale
+
+
+class Verifier:
+    def __init__(
+        self,
+        detector: MtcnnDetector,
+        embedder: Embedder,
+        calibration: Calibration,
+        settings: Settings,
+        profile: HardwareProfile,
+        model_versions: dict[str, str],
+    ):
+        self.detector = detector
+        self.embedder = embedder
+        self.calibration = calibration
+        self.settings = settings
+        self.profile = profile
+        self.model_versions = model_versions
+        limits = settings.limits
+        self.image_limits = ImageLimits(limits.max_image_bytes, limits.max_image_pixels, limits.max_image_side)
+
+    @classmethod
+    def load(cls, settings: Settings) -> "Verifier":
+        """Hash-check and load the bundled models for the configured profile, then warm up."""
+        profile = select_profile(settings.hardware.profile)
+        models_dir = settings.models.resolved_dir()
+        manifest = load_manifest(models_dir / settings.models.manifest)
+        factory = SessionFactory(models_dir, manifest, profile.onnxruntime)
+        roles = ("mtcnn_pnet", "mtcnn_rnet", "mtcnn_onet", "embedder")
+        sessions = {role: factory.create(role) for role in roles}
+        detector = MtcnnDetector(sessions["mtcnn_pnet"], sessions["mtcnn_rnet"], sessions["mtcnn_onet"])
+        embedder = Embedder(*sessions["embedder"])
+        versions = {role: entry.version for role, (_, entry) in sessions.items()}
+        calibration = load_calibration(Path(models_dir) / settings.models.calibration, versions["embedder"])
+        verifier = cls(detector, embedder, calibration, settings, profile, versions)
+        verifier.warm_up()
+        return verifier
+
+    @property
+    def operating_points(self) -> tuple[OperatingPoint, ...]:
+        return tuple(OperatingPoint(p.target_fmr, p.threshold) for p in self.calibration.operating_point)
+
+    def operating_point(self, target_fmr: float | None) -> OperatingPoint:
+        wanted = self.settings.decision.target_fmr if not target_fmr else target_fmr
+        return self.calibration.operating_point_for(wanted)
+
+    def warm_up(self) -> None:
+        """One inference per model so the first real request does not pay for lazy initialisation."""
+        blank = np.full((240, 320, 3), 128, dtype=np.uint8)
+        self.detector.detect(blank, self.profile.detector.min_face_px)
+        self.embedder.embed(np.zeros((112, 112, 3), dtype=np.uint8))
+
+    def verify(
+        self, id_photo: bytes, live_photos: Sequence[bytes], target_fmr: float | None = None
+    ) -> Verification:
+        operating_point = self.operating_point(target_fmr)
+        if not live_photos:
+            raise InvalidRequest("at least one live photo is required")
+        if len(live_photos) > self.settings.limits.max_live_photos:
+            raise InvalidRequest(
+                f"{len(live_photos)} live photos given, at most {self.settings.limits.max_live_photos} are accepted"
+            )
+        timer = StageTimer()
+        findings: list[FaceFinding] = []
+        with Scratch() as scratch:
+            try:
+                reference = self.analyse(scratch, id_photo, ImageRole.ID_PHOTO, 0, findings, timer)
+                live = [
+                    self.analyse(scratch, photo, ImageRole.LIVE_FRAME, i, findings, timer)
+                    for i, photo in enumerate(live_photos)
+                ]
+            except Undecidable as e:
+                return Verification(
+                    decision=Decision.RETRY,
+                    reason=e.reason,
+                    similarity=None,
+                    operating_point=operating_point,
+                    findings=tuple(findings),
+                    model_versions=dict(self.model_versions),
+                    timings_ms=timer.as_dict(),
+                    message=e.message,
+                )
+            with timer.stage("compare"):
+                probe = scratch.keep(fuse_embeddings([face.embedding for face in live]))
+                similarity = cosine_similarity(reference.embedding, probe)
+        return Verification(
+            decision=decide(similarity, operating_point),
+            reason="",
+            similarity=similarity,
+            operating_point=operating_point,
+            findings=tuple(findings),
+            model_versions=dict(self.model_versions),
+            timings_ms=timer.as_dict(),
+        )
+
+    def analyse(
+        self,
+        scratch: Scratch,
+        encoded: bytes,
+        role: ImageRole,
+        index: int,
+        findings: list[FaceFinding],
+        timer: StageTimer,
+    ) -> AnalysedFace:
+        """Decode one image and return its subject face; appends its finding even on failure."""
+        with timer.stage("decode"):
+            image = scratch.keep(decode_image(encoded, self.image_limits))
+        return self.analyse_image(scratch, image, role, index, findings, timer)
+
+    def analyse_image(
+        self,
+        scratch: Scratch,
+        image: BgrImage,
+        role: ImageRole,
+        index: int,
+        findings: list[FaceFinding],
+        timer: StageTimer,
+    ) -> AnalysedFace:
+        with timer.stage("detect"):
+            try:
+                face = self.subject_face(scratch, image, role)
+            except Undecidable:
+                findings.append(FaceFinding(role, index, face_found=False))
+                raise
+        with timer.stage("align"):
+            aligned = scratch.keep(align_face(image, face.landmarks))
+        limits = self.quality_limits(role)
+        with timer.stage("quality"):
+            checks = quality.assess(face.landmarks, aligned, limits)
+        finding = FaceFinding(role, index, True, face.box, face.score, checks)
+        findings.append(finding)
+        problems = quality.failed(checks)
+        if problems:
+            codes = ", ".join(sorted({p.code for p in problems}))
+            raise LowQuality("low_quality", f"the {role.value.replace('_', ' ')} is not usable: {codes}")
+        with timer.stage("embed"):
+            embedding = scratch.keep(self.embedder.embed(aligned))
+        return AnalysedFace(finding, embedding)
+
+    def embed_file(self, path: Path) -> Embedding:
+        """Embedding of a photo file's subject face, for offline evaluation: no quality gate.
+
+        Both sides of an evaluation pair go through the ID-photo path (margin, no
+        second-face refusal) so that news photos with bystanders still get scored.
+        """
+        with Scratch() as scratch:
+            image = scratch.keep(decode_image(Path(path).read_bytes(), self.image_limits))
+            face = self.subject_face(scratch, image, ImageRole.ID_PHOTO)
+            aligned = scratch.keep(align_face(image, face.landmarks))
+            return self.embedder.embed(aligned)
+
+    def quality_limits(self, role: ImageRole) -> QualityLimits:
+        q = self.settings.quality
+        return q.id_photo if role is ImageRole.ID_PHOTO else q.live_frame
+
+    def subject_face(self, scratch: Scratch, image: BgrImage, role: ImageRole) -> FaceDetection:
+        """The dominant face of ``image`` with box and landmarks in ``image``'s pixels."""
+        height, width = image.shape[:2]
+        if role is ImageRole.ID_PHOTO:
+            margin = round(ID_PHOTO_MARGIN * max(height, width))
+            padded = scratch.keep(cv2.copyMakeBorder(image, margin, margin, margin, margin, cv2.BORDER_REPLICATE))
+            faces = self.detector.detect(padded, self.settings.quality.id_photo_min_face_px)
+            faces = [shift_detection(f, -margin, 1.0) for f in faces]
+        else:
+            small, scale = scaled_for_detection(image, self.profile.detector.max_input_side)
+            if small is not image:
+                scratch.keep(small)
+            faces = self.detector.detect(small, self.profile.detector.min_face_px * scale)
+            faces = [shift_detection(f, 0, scale) for f in faces]
+        return dominant_face(faces, width, height, role)
+
+
+def shift_detection(face: FaceDetection, offset: float, scale: float) -> FaceDetection:
+    """Map a detection from a padded or scaled copy back to the original image's pixels."""
+    box = face.box
+    return FaceDetection(
+        box=Box((box.x + offset) / scale, (box.y + offset) / scale, box.width / scale, box.height / scale),
+        score=face.score,
+        landmarks=((face.landmarks + offset) / scale).astype(np.float32),
+    )
