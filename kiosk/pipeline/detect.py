@@ -5,6 +5,10 @@ candidate crops). These MTCNN weights were trained on transposed images, so ever
 network input is laid out width-first ("NWHC" in the manifest); box regressions and
 landmarks come back in ordinary image coordinates (x = column).
 
+The manifest lists each network's outputs in the order face probability (index 1 =
+face), box regression (dx1, dy1, dx2, dy2 as fractions of the box size), and for o-net
+landmarks (x1..x5 then y1..y5 as fractions of the box).
+
 The choice of *which* face is the subject is a separate plain function
 (``dominant_face``) so it can be tested without a model.
 """
@@ -183,17 +187,14 @@ class MtcnnDetector:
 
     def _pnet_maps(self, level: BgrImage) -> tuple[np.ndarray, np.ndarray]:
         """Regression (H', W', 4) and face probability (H', W') in image orientation."""
-        outputs = dict(zip(self.pnet.entry.outputs, self.pnet.run(level[np.newaxis])))
-        probability, regression = (outputs[name] for name in self.pnet.entry.outputs[:2])
-        if probability.shape[-1] != 2:
-            probability, regression = regression, probability
+        probability, regression = self.pnet.run(level[np.newaxis])
         # Output maps are width-first like the input.
         return regression[0].transpose(1, 0, 2), probability[0, :, :, 1].T
 
     def _refine(self, image: BgrImage, boxes: Candidates) -> Candidates:
         crops = crop_batch(image, boxes, 24)
         try:
-            probability, regression = self._split_outputs(self.rnet.run(crops), self.rnet)
+            probability, regression = self.rnet.run(crops)
         finally:
             crops.fill(0)
         keep = probability[:, 1] > self.thresholds.rnet
@@ -206,11 +207,9 @@ class MtcnnDetector:
     def _output(self, image: BgrImage, boxes: Candidates) -> list[FaceDetection]:
         crops = crop_batch(image, boxes, 48)
         try:
-            outputs = self.onet.run(crops)
+            probability, regression, points = self.onet.run(crops)
         finally:
             crops.fill(0)
-        probability, regression = self._split_outputs(outputs, self.onet)
-        points = next(o for o in outputs if o.shape[-1] == 10)
         keep = probability[:, 1] > self.thresholds.onet
         boxes, regression, points = boxes[keep].copy(), regression[keep], points[keep]
         boxes[:, 4] = probability[keep, 1]
@@ -228,13 +227,6 @@ class MtcnnDetector:
             )
             for i, b in ((i, boxes[i]) for i in picked)
         ]
-
-    @staticmethod
-    def _split_outputs(outputs: list[np.ndarray], net: _Net) -> tuple[np.ndarray, np.ndarray]:
-        """(probability (K, 2), box regression (K, 4)) whatever order the graph lists them in."""
-        probability = next(o for o in outputs if o.shape[-1] == 2)
-        regression = next(o for o in outputs if o.shape[-1] == 4)
-        return probability, regression
 
 
 def subject_weight(box: Box, width: int, height: int) -> float:

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from kiosk.calibration import Calibration, load_calibration
-from kiosk.errors import InvalidRequest, LowQuality, Undecidable
+from kiosk.errors import ConfigError, InvalidRequest, LowQuality, Undecidable
 from kiosk.pipeline import quality
 from kiosk.pipeline.align import align_face
 from kiosk.pipeline.compare import cosine_similarity, fuse_embeddings
@@ -72,7 +72,7 @@ class Verifier:
         self,
         detector: MtcnnDetector,
         embedder: Embedder,
-        calibration: Calibration,
+        calibration: Calibration | None,
         settings: Settings,
         profile: HardwareProfile,
         model_versions: dict[str, str],
@@ -87,8 +87,11 @@ class Verifier:
         self.image_limits = ImageLimits(limits.max_image_bytes, limits.max_image_pixels, limits.max_image_side)
 
     @classmethod
-    def load(cls, settings: Settings) -> "Verifier":
-        """Hash-check and load the bundled models for the configured profile, then warm up."""
+    def load(cls, settings: Settings, calibrated: bool = True) -> "Verifier":
+        """Hash-check and load the bundled models for the configured profile, then warm up.
+
+        ``calibrated=False`` skips the calibration file: only for `kiosk calibrate` on a new model.
+        """
         profile = select_profile(settings.hardware.profile)
         models_dir = settings.models.resolved_dir()
         manifest = load_manifest(models_dir / settings.models.manifest)
@@ -98,17 +101,25 @@ class Verifier:
         detector = MtcnnDetector(sessions["mtcnn_pnet"], sessions["mtcnn_rnet"], sessions["mtcnn_onet"])
         embedder = Embedder(*sessions["embedder"])
         versions = {role: entry.version for role, (_, entry) in sessions.items()}
-        calibration = load_calibration(Path(models_dir) / settings.models.calibration, versions["embedder"])
+        calibration = (
+            load_calibration(Path(models_dir) / settings.models.calibration, versions["embedder"])
+            if calibrated
+            else None
+        )
         verifier = cls(detector, embedder, calibration, settings, profile, versions)
         verifier.warm_up()
         return verifier
 
     @property
     def operating_points(self) -> tuple[OperatingPoint, ...]:
+        if self.calibration is None:
+            return ()
         return tuple(OperatingPoint(p.target_fmr, p.threshold) for p in self.calibration.operating_point)
 
     def operating_point(self, target_fmr: float | None) -> OperatingPoint:
         wanted = self.settings.decision.target_fmr if not target_fmr else target_fmr
+        if self.calibration is None:
+            raise ConfigError("no calibration loaded: run kiosk calibrate")
         return self.calibration.operating_point_for(wanted)
 
     def warm_up(self) -> None:

@@ -1,0 +1,261 @@
+"""Command line: `kiosk serve | verify | session | calibrate | evaluate | audit`.
+
+Exit status of `verify` and `session`: 0 match, 1 no match, 2 no decision possible or error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import sys
+from pathlib import Path
+
+from kiosk.errors import KioskError
+from kiosk.pipeline.types import Decision, Verification
+from kiosk.settings import Settings, load_settings
+
+EXIT_MATCH, EXIT_NO_MATCH, EXIT_UNDECIDED = 0, 1, 2
+
+
+def verification_dict(verification: Verification) -> dict:
+    """The JSON form printed by `kiosk verify --json` and `kiosk session --json`."""
+    return {
+        "decision": verification.decision.value if verification.decision is not Decision.RETRY else verification.reason,
+        "reason": verification.reason,
+        "message": verification.message,
+        "similarity": verification.similarity,
+        "threshold": verification.operating_point.threshold,
+        "target_fmr": verification.operating_point.target_fmr,
+        "model_versions": verification.model_versions,
+        "timings_ms": verification.timings_ms,
+        "findings": [
+            {
+                "role": f.role.value,
+                "index": f.index,
+                "face_found": f.face_found,
+                "box": dataclasses.asdict(f.box) if f.box else None,
+                "detection_score": f.detection_score,
+                "quality": [dataclasses.asdict(q) for q in f.quality],
+            }
+            for f in verification.findings
+        ],
+    }
+
+
+def print_verification(verification: Verification, as_json: bool, out=sys.stdout) -> int:
+    """Print a verification and return the exit status it maps to."""
+    if as_json:
+        print(json.dumps(verification_dict(verification), indent=2), file=out)
+    else:
+        shown = verification.decision.value if verification.decision is not Decision.RETRY else verification.reason
+        print(f"decision: {shown}", file=out)
+        if verification.message:
+            print(f"message: {verification.message}", file=out)
+        if verification.similarity is not None:
+            print(f"similarity: {verification.similarity:.4f}", file=out)
+        point = verification.operating_point
+        print(f"threshold: {point.threshold:.4f} (target FMR {point.target_fmr:g})", file=out)
+        print("models: " + ", ".join(f"{k}={v}" for k, v in sorted(verification.model_versions.items())), file=out)
+        print("timings_ms: " + ", ".join(f"{k}={v:.1f}" for k, v in verification.timings_ms.items()), file=out)
+    return {Decision.MATCH: EXIT_MATCH, Decision.NO_MATCH: EXIT_NO_MATCH}.get(verification.decision, EXIT_UNDECIDED)
+
+
+def _read_photo(path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as e:
+        raise KioskError(f"cannot read {path}: {e.strerror}") from None
+
+
+def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
+    id_photo = _read_photo(args.id_photo)
+    live_photos = [_read_photo(p) for p in args.live_photos]
+    if args.server:
+        from kiosk.client import remote_verify
+
+        verification = remote_verify(args, id_photo, live_photos)
+    else:
+        from kiosk.pipeline.verifier import Verifier
+
+        verification = Verifier.load(settings).verify(id_photo, live_photos, args.target_fmr)
+    return print_verification(verification, args.json)
+
+
+def cmd_session(args: argparse.Namespace, settings: Settings) -> int:
+    from kiosk.client import run_session_command
+
+    return run_session_command(args)
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from kiosk.server.app import serve_forever
+
+    if args.listen:
+        settings = dataclasses.replace(
+            settings, service=dataclasses.replace(settings.service, listen=tuple(args.listen))
+        )
+    return serve_forever(settings)
+
+
+def _progress(items):
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return items
+    return tqdm(items, desc="embedding", unit="image", file=sys.stderr)
+
+
+def _scored_pairs(args: argparse.Namespace, settings: Settings):
+    from kiosk.evaluation import embed_images, read_pairs, score_pairs, wipe
+    from kiosk.pipeline.verifier import Verifier
+
+    verifier = Verifier.load(settings, calibrated=not getattr(args, "uncalibrated", False))
+    pairs = read_pairs(Path(args.pairs))
+    embeddings = embed_images(verifier, Path(args.root), [p.a for p in pairs] + [p.b for p in pairs], _progress)
+    try:
+        return verifier, score_pairs(pairs, embeddings)
+    finally:
+        wipe(embeddings)
+
+
+def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
+    _, scored = _scored_pairs(args, settings)
+    with open(args.scores_out, "w") as f:
+        f.write("a,b,same,score\n")
+        for s in scored:
+            score = "" if s.score is None else f"{s.score:.6f}"
+            f.write(f"{s.pair.a},{s.pair.b},{int(s.pair.same)},{score}\n")
+    missing = sum(s.score is None for s in scored)
+    print(f"scored {len(scored) - missing} of {len(scored)} pairs ({missing} without a usable face) -> {args.scores_out}")
+    return 0
+
+
+def format_report(name: str, report) -> str:
+    lines = [
+        f"{name}: {report.genuine_pairs} genuine, {report.impostor_pairs} impostor pairs; "
+        f"AUC {report.auc:.4f}, EER {report.eer * 100:.2f} % (threshold {report.eer_threshold:.4f})"
+    ]
+    for r in report.at_fmr:
+        caveat = "" if r.enough_impostors else f" [too few impostors: {r.impostor_pairs} < {3 / r.target_fmr:.0f} needed]"
+        lines.append(
+            f"  FAR {r.target_fmr:g}: TAR {r.tar * 100:.1f} % at threshold {r.threshold:.4f} "
+            f"(measured FMR {r.measured_fmr:.2g}){caveat}"
+        )
+    return "\n".join(lines)
+
+
+def cmd_calibrate(args: argparse.Namespace, settings: Settings) -> int:
+    from kiosk.calibration import CalibratedPoint, Calibration, calibration_toml, score_report
+    from kiosk.evaluation import split_scores
+
+    verifier, scored = _scored_pairs(args, settings)
+    missing = sum(s.score is None for s in scored)
+    print(f"pairs without a usable face: {missing} of {len(scored)}")
+    genuine, impostor = split_scores(scored)
+    fmrs = tuple(sorted(set(args.fmr) | {1e-2, 1e-3, 1e-4}, reverse=True))
+    report = score_report(genuine, impostor, fmrs)
+    print(format_report("all pairs", report))
+    for subset in sorted({s.pair.subset for s in scored} - {""}):
+        sub = [s for s in scored if s.pair.subset == subset]
+        g, i = split_scores(sub)
+        if len(g) and len(i):
+            print(format_report(subset, score_report(g, i, fmrs)))
+    points = []
+    for r in report.at_fmr:
+        if r.target_fmr in args.fmr:
+            note = "" if r.enough_impostors else (
+                f"only {r.impostor_pairs} impostor pairs: FMR {r.target_fmr:g} is extrapolated, not measured"
+            )
+            points.append(
+                CalibratedPoint(r.target_fmr, r.threshold, r.measured_fmr, r.tar, r.impostor_pairs, r.genuine_pairs, note)
+            )
+    calibration = Calibration(
+        embedder=verifier.model_versions["embedder"],
+        pairs=Path(args.pairs).name,
+        created=datetime.date.today().isoformat(),
+        auc=report.auc,
+        eer=report.eer,
+        operating_point=tuple(points),
+    )
+    out = Path(args.out) if args.out else settings.models.resolved_dir() / settings.models.calibration
+    out.write_text(calibration_toml(calibration))
+    print(f"wrote {len(points)} operating point(s) to {out}")
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
+    from kiosk.audit import main_verify
+
+    return main_verify(args.rest)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kiosk", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", help="settings TOML (default: built-in defaults)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the gRPC verification service")
+    serve.add_argument("--listen", action="append", help="host:port or unix:PATH (repeatable)")
+    serve.set_defaults(handler=cmd_serve)
+
+    verify = commands.add_parser("verify", help="verify an ID photo against live photo(s)")
+    verify.add_argument("id_photo")
+    verify.add_argument("live_photos", nargs="+")
+    verify.add_argument("--json", action="store_true")
+    verify.add_argument("--target-fmr", type=float, default=None)
+    add_client_options(verify)
+    verify.set_defaults(handler=cmd_verify)
+
+    session = commands.add_parser("session", help="stream frames as a live session to a running server")
+    session.add_argument("--id-photo", required=True)
+    session.add_argument("frames", nargs="+")
+    session.add_argument("--fps", type=float, default=10.0)
+    session.add_argument("--json", action="store_true")
+    session.add_argument("--target-fmr", type=float, default=None)
+    add_client_options(session)
+    session.set_defaults(handler=cmd_session)
+
+    for name, handler in (("calibrate", cmd_calibrate), ("evaluate", cmd_evaluate)):
+        sub = commands.add_parser(name, help=f"{name} on labelled pairs (CSV a,b,same[,subset])")
+        sub.add_argument("--pairs", required=True)
+        sub.add_argument("--root", required=True, help="directory the pair paths are relative to")
+        sub.set_defaults(handler=handler)
+    calibrate = commands.choices["calibrate"]
+    calibrate.add_argument("--fmr", type=float, action="append", required=True, help="target FMR (repeatable)")
+    calibrate.add_argument("--out", help="calibration file to write (default: the one the service loads)")
+    calibrate.add_argument(
+        "--uncalibrated", action="store_true", help="do not load the current calibration (first calibration of a new model)"
+    )
+    commands.choices["evaluate"].add_argument("--scores-out", required=True)
+
+    audit = commands.add_parser("audit", help="audit log tools: `kiosk audit verify FILE [--key-file K]`")
+    audit.add_argument("rest", nargs=argparse.REMAINDER)
+    audit.set_defaults(handler=cmd_audit)
+    return parser
+
+
+def add_client_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--server", help="address of a running service (host:port or unix:PATH)")
+    parser.add_argument("--ca", help="CA certificate that signed the server's certificate (TLS)")
+    parser.add_argument("--cert", help="client certificate (mutual TLS)")
+    parser.add_argument("--key", help="client private key (mutual TLS)")
+    parser.add_argument("--consent-version", default=None, help="consent text version the person accepted")
+    parser.add_argument("--timeout", type=float, default=30.0, help="seconds")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings(args.config)
+        return args.handler(args, settings)
+    except KioskError as e:
+        print(f"kiosk: {e.message}", file=sys.stderr)
+        return EXIT_UNDECIDED
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
