@@ -57,6 +57,9 @@ class ServiceSettings:
     max_message_bytes: int = 8 * 1024 * 1024
     max_concurrent_calls: int = 4
     call_deadline_s: float = 10.0
+    # Added for the gRPC service: a live session waits for a person to get into position,
+    # so it gets its own, longer deadline; 30 s is the 300-frame session limit at 10 fps.
+    session_deadline_s: float = 30.0
     grace_period_s: float = 10.0
     device_id: str = ""
     reflection: bool = True
