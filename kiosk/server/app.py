@@ -1,0 +1,244 @@
+"""Build and run the gRPC server: listeners, TLS, limits, health, reflection, graceful shutdown.
+
+Listeners are ``host:port`` or ``unix:PATH``. A unix socket is always plain text and
+protected by its file mode (0660: the service user and its group, e.g. the kiosk
+app). A TCP listener uses mutual TLS when ``service.tls`` is configured; without
+TLS only loopback addresses are allowed, so a misconfigured kiosk fails at start-up
+instead of serving faces in clear text on the network.
+
+Health (grpc.health.v1) says NOT_SERVING until ``KioskServer.ready`` gets a loaded,
+warmed-up verifier, and again from the moment shutdown starts.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import signal
+import threading
+from concurrent import futures
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from kiosk.audit import AuditLog, open_audit_log
+from kiosk.errors import ConfigError
+from kiosk.pipeline.verifier import Verifier
+from kiosk.server.interceptors import CallGuard
+from kiosk.server.policy import ServicePolicy
+from kiosk.server.servicer import KioskServicer, VerifierSlot
+from kiosk.settings import Settings, TlsSettings
+from kiosk.v1 import kiosk_pb2, kiosk_pb2_grpc
+
+LOG = logging.getLogger("kiosk.server")
+
+SERVICE_NAME = kiosk_pb2.DESCRIPTOR.services_by_name["Kiosk"].full_name
+# Only these are bounded by max_concurrent_calls: they run the models.
+GUARDED_METHODS = frozenset(f"/{SERVICE_NAME}/{name}" for name in ("Verify", "VerifySession"))
+# Worker threads beyond max_concurrent_calls: health checks, GetInfo, reflection, and
+# excess calls, which must reach the interceptor to be refused with a clear message.
+THREAD_HEADROOM = 4
+# Group may connect (the kiosk app's user), others may not.
+UNIX_SOCKET_MODE = 0o660
+LOOPBACK_NAMES = frozenset({"localhost"})
+
+
+@dataclass(frozen=True)
+class Listener:
+    spec: str
+    unix_path: str = ""  # set for unix:PATH
+    host: str = ""
+    port: int = 0
+
+    @property
+    def is_unix(self) -> bool:
+        return bool(self.unix_path)
+
+    @property
+    def is_loopback(self) -> bool:
+        if self.is_unix or self.host in LOOPBACK_NAMES:
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False  # a host name other than localhost may resolve to anything
+
+
+def parse_listener(spec: str) -> Listener:
+    if spec.startswith("unix:"):
+        path = spec.removeprefix("unix:")
+        if not path:
+            raise ConfigError(f"listen address {spec!r}: empty socket path")
+        return Listener(spec, unix_path=path)
+    host, sep, port = spec.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"listen address {spec!r}: expected host:port or unix:PATH")
+    return Listener(spec, host=host.removeprefix("[").removesuffix("]"), port=int(port))
+
+
+def _read(path: str, what: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as e:
+        raise ConfigError(f"service.tls.{what} {path}: {e.strerror}") from None
+
+
+def server_credentials(tls: TlsSettings) -> grpc.ServerCredentials:
+    """Mutual TLS: the server's certificate, and client certificates required from ``client_ca``."""
+    files = {"server_cert": tls.server_cert, "server_key": tls.server_key, "client_ca": tls.client_ca}
+    missing = [name for name, path in files.items() if not path]
+    if missing:
+        raise ConfigError(f"service.tls needs server_cert, server_key and client_ca; missing: {', '.join(missing)}")
+    return grpc.ssl_server_credentials(
+        [(_read(tls.server_key, "server_key"), _read(tls.server_cert, "server_cert"))],
+        root_certificates=_read(tls.client_ca, "client_ca"),
+        require_client_auth=True,
+    )
+
+
+def _tls_configured(tls: TlsSettings) -> bool:
+    # Any TLS file set means TLS was intended; server_credentials() rejects a partial set.
+    return any((tls.server_cert, tls.server_key, tls.client_ca))
+
+
+def _check_service_settings(settings: Settings) -> list[Listener]:
+    service = settings.service
+    for name in ("max_message_bytes", "max_concurrent_calls", "call_deadline_s", "session_deadline_s"):
+        if getattr(service, name) <= 0:
+            raise ConfigError(f"service.{name} must be positive, got {getattr(service, name)}")
+    if service.grace_period_s < 0:
+        raise ConfigError(f"service.grace_period_s must not be negative, got {service.grace_period_s}")
+    if not service.listen:
+        raise ConfigError("service.listen is empty: nothing to serve on")
+    listeners = [parse_listener(spec) for spec in service.listen]
+    remote = [l.spec for l in listeners if not l.is_loopback]
+    if remote and not _tls_configured(service.tls):
+        raise ConfigError(
+            f"listen address(es) {', '.join(remote)} are reachable from the network and need "
+            "mutual TLS: set service.tls (server_cert, server_key, client_ca) or listen on loopback or unix:PATH"
+        )
+    return listeners
+
+
+class KioskServer:
+    """The running service: a grpc.Server with health, and the gate that opens once models are loaded."""
+
+    def __init__(self, server: grpc.Server, health_servicer: health.HealthServicer, verifier: VerifierSlot):
+        self.grpc_server = server
+        self.health = health_servicer
+        self._verifier = verifier
+
+    def start(self) -> None:
+        self.grpc_server.start()
+
+    def ready(self, verifier: Verifier) -> None:
+        """Take calls with this loaded, warmed-up verifier; health goes SERVING."""
+        self._verifier.set(verifier)
+        for name in ("", SERVICE_NAME):
+            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+    def stop(self, grace: float | None) -> threading.Event:
+        """Health NOT_SERVING, refuse new calls, give in-flight ones ``grace`` seconds.
+
+        Returns an event set once every call has finished or been cancelled.
+        """
+        self.health.enter_graceful_shutdown()
+        return self.grpc_server.stop(grace)
+
+
+def build_server(
+    settings: Settings, verifier: Verifier | None = None, *, audit: AuditLog | None = None
+) -> tuple[KioskServer, tuple[int, ...]]:
+    """The server bound to every ``service.listen`` address, not yet started.
+
+    Returns it with the bound ports in ``listen`` order (0 for unix sockets), so tests
+    can listen on port 0. Without ``verifier`` it answers NOT_SERVING/UNAVAILABLE
+    until ``ready()``. ``audit`` stays owned by the caller.
+    """
+    listeners = _check_service_settings(settings)
+    service = settings.service
+    workers = service.max_concurrent_calls + THREAD_HEADROOM
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kiosk-rpc"),
+        interceptors=[CallGuard(service.max_concurrent_calls, GUARDED_METHODS)],
+        # Past this gRPC itself answers RESOURCE_EXHAUSTED instead of queueing without bound.
+        maximum_concurrent_rpcs=workers,
+        options=[
+            ("grpc.max_receive_message_length", service.max_message_bytes),
+            ("grpc.max_send_message_length", service.max_message_bytes),
+            # gRPC sets SO_REUSEPORT by default, which would let a second instance share the port silently.
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    slot = VerifierSlot()
+    kiosk_pb2_grpc.add_KioskServicer_to_server(
+        KioskServicer(settings, ServicePolicy(settings, audit), slot), server
+    )
+    health_servicer = health.HealthServicer()
+    for name in ("", SERVICE_NAME):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    if service.reflection:
+        names = (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)
+        reflection.enable_server_reflection(names, server)
+    credentials = server_credentials(service.tls) if _tls_configured(service.tls) else None
+    ports = tuple(_bind(server, listener, credentials) for listener in listeners)
+    kiosk_server = KioskServer(server, health_servicer, slot)
+    if verifier is not None:
+        kiosk_server.ready(verifier)
+    return kiosk_server, ports
+
+
+def _bind(server: grpc.Server, listener: Listener, credentials: grpc.ServerCredentials | None) -> int:
+    try:
+        if listener.is_unix:
+            server.add_insecure_port(listener.spec)
+            # Bound with the process umask (at most 0755 here: only the owner may connect),
+            # then opened to the group.
+            os.chmod(listener.unix_path, UNIX_SOCKET_MODE)
+            return 0
+        if credentials is not None:
+            return server.add_secure_port(listener.spec, credentials)
+        return server.add_insecure_port(listener.spec)
+    except (RuntimeError, OSError) as e:
+        raise ConfigError(f"cannot listen on {listener.spec}: {e}") from None
+
+
+def serve_forever(settings: Settings) -> int:
+    """Run the service until SIGTERM or SIGINT, then shut down gracefully; returns the exit status."""
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stopping = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        LOG.info("received %s: shutting down", signal.Signals(signum).name)
+        stopping.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    audit = open_audit_log(settings.audit)
+    try:
+        server, ports = build_server(settings, audit=audit)
+        server.start()
+        for spec, port in zip(settings.service.listen, ports):
+            LOG.info("listening on %s", f"{spec.rpartition(':')[0]}:{port}" if port else spec)
+        try:
+            verifier = Verifier.load(settings)  # hash check + warm-up before SERVING
+            if not stopping.is_set():
+                server.ready(verifier)
+                LOG.info("serving (hardware profile %s)", verifier.profile.name)
+                stopping.wait()
+        finally:
+            grace = settings.service.grace_period_s
+            LOG.info("stopping: finishing in-flight calls (up to %g s)", grace)
+            server.stop(grace).wait()
+            LOG.info("stopped")
+    finally:
+        if audit is not None:
+            audit.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0

@@ -1,0 +1,305 @@
+"""Protobuf <-> domain types, in both directions: the only module that touches both.
+
+The server turns requests into ``kiosk.server.calls`` types and domain results into
+responses; the client does the reverse, so ``kiosk verify --server`` rebuilds the same
+``Verification`` the in-process pipeline returns. Request fields are validated here,
+where they are read: a malformed request is an ``InvalidRequest`` before any image is
+touched. Nothing biometric is ever written into a response: the domain results have
+no field for it.
+"""
+
+from __future__ import annotations
+
+import math
+
+from kiosk.errors import InvalidRequest, KioskError
+from kiosk.pipeline.session import Frame, FrameResult, Guidance
+from kiosk.pipeline.types import (
+    Box,
+    Decision,
+    FaceFinding,
+    ImageRole,
+    OperatingPoint,
+    QualityFinding,
+    Verification,
+)
+from kiosk.server.calls import (
+    CallMeta,
+    Consent,
+    DecisionEvent,
+    FrameEvent,
+    GuidanceEvent,
+    SessionOpening,
+    SessionUpdate,
+    VerifyCall,
+)
+from kiosk.server.info import ServiceInfo, ServiceLimits
+from kiosk.v1 import kiosk_pb2 as pb
+
+# Long enough for a UUID or a kiosk serial; the audit trail stores these verbatim.
+MAX_ID_CHARS = 128
+
+_DECISIONS = {
+    Decision.MATCH: pb.VerifyResponse.MATCH,
+    Decision.NO_MATCH: pb.VerifyResponse.NO_MATCH,
+    Decision.RETRY: pb.VerifyResponse.RETRY,
+}
+_ROLES = {ImageRole.ID_PHOTO: pb.FaceFinding.ID_PHOTO, ImageRole.LIVE_FRAME: pb.FaceFinding.LIVE_FRAME}
+_PIXEL_FORMATS = {"bgr": pb.RawImage.BGR, "nv12": pb.RawImage.NV12}
+_DECISIONS_FROM_PROTO = {v: k for k, v in _DECISIONS.items()}
+_ROLES_FROM_PROTO = {v: k for k, v in _ROLES.items()}
+_PIXEL_FORMATS_FROM_PROTO = {v: k for k, v in _PIXEL_FORMATS.items()}
+
+
+# --------------------------------------------------------------------------- requests
+
+
+def _bounded_text(name: str, value: str) -> str:
+    if len(value) > MAX_ID_CHARS:
+        raise InvalidRequest(f"{name} is {len(value)} characters; at most {MAX_ID_CHARS} are allowed")
+    return value
+
+
+def _target_fmr(message: pb.VerifyRequest | pb.SessionStart) -> float | None:
+    if not message.HasField("target_fmr") or message.target_fmr == 0:
+        return None
+    value = message.target_fmr
+    if not math.isfinite(value) or not 0 < value < 1:
+        raise InvalidRequest(f"target_fmr must be between 0 and 1 (exclusive), got {value:g}")
+    return value
+
+
+def _meta_from_proto(message: pb.VerifyRequest | pb.SessionStart) -> CallMeta:
+    return CallMeta(
+        request_id=_bounded_text("request_id", message.request_id),
+        device_id=_bounded_text("device_id", message.device_id),
+        consent=Consent(message.consent.granted, message.consent.text_version),
+        target_fmr=_target_fmr(message),
+    )
+
+
+def _meta_fields(meta: CallMeta) -> dict:
+    fields = {
+        "request_id": meta.request_id,
+        "device_id": meta.device_id,
+        "consent": pb.Consent(granted=meta.consent.granted, text_version=meta.consent.text_version),
+    }
+    if meta.target_fmr is not None:
+        fields["target_fmr"] = meta.target_fmr
+    return fields
+
+
+def verify_call_from_proto(request: pb.VerifyRequest) -> VerifyCall:
+    return VerifyCall(_meta_from_proto(request), request.id_photo, tuple(request.live_photos))
+
+
+def verify_call_to_proto(call: VerifyCall) -> pb.VerifyRequest:
+    return pb.VerifyRequest(id_photo=call.id_photo, live_photos=call.live_photos, **_meta_fields(call.meta))
+
+
+def session_opening_from_proto(message: pb.SessionRequest | None) -> SessionOpening:
+    if message is None:
+        raise InvalidRequest("the session stream ended before its start message")
+    kind = message.WhichOneof("kind")
+    if kind != "start":
+        raise InvalidRequest(f"the first message of a session must be start, not {kind or 'an empty message'}")
+    return SessionOpening(_meta_from_proto(message.start), message.start.id_photo)
+
+
+def session_opening_to_proto(opening: SessionOpening) -> pb.SessionRequest:
+    return pb.SessionRequest(start=pb.SessionStart(id_photo=opening.id_photo, **_meta_fields(opening.meta)))
+
+
+def frame_from_proto(message: pb.SessionRequest) -> Frame:
+    kind = message.WhichOneof("kind")
+    if kind != "frame":
+        raise InvalidRequest(
+            "after start, a session takes only frames" if kind == "start" else "empty session message: no frame"
+        )
+    frame = message.frame
+    image = frame.WhichOneof("image")
+    if image == "encoded":
+        return Frame(frame.encoded, frame.timestamp_ms)
+    if image == "raw":
+        pixel_format = _PIXEL_FORMATS_FROM_PROTO.get(frame.raw.pixel_format)
+        if pixel_format is None:
+            raise InvalidRequest("raw frame needs pixel_format BGR or NV12")
+        return Frame(frame.raw.data, frame.timestamp_ms, pixel_format, frame.raw.width, frame.raw.height)
+    raise InvalidRequest("frame has no image (neither encoded nor raw)")
+
+
+def frame_to_proto(frame: Frame) -> pb.SessionRequest:
+    if frame.pixel_format == "encoded":
+        camera = pb.CameraFrame(encoded=frame.data, timestamp_ms=frame.timestamp_ms)
+    else:
+        raw = pb.RawImage(
+            data=frame.data,
+            width=frame.width,
+            height=frame.height,
+            pixel_format=_PIXEL_FORMATS[frame.pixel_format],
+        )
+        camera = pb.CameraFrame(raw=raw, timestamp_ms=frame.timestamp_ms)
+    return pb.SessionRequest(frame=camera)
+
+
+# --------------------------------------------------------------------------- findings
+
+
+def _finding_to_proto(finding: FaceFinding) -> pb.FaceFinding:
+    message = pb.FaceFinding(
+        role=_ROLES[finding.role],
+        index=finding.index,
+        face_found=finding.face_found,
+        detection_score=finding.detection_score,
+        quality=[
+            pb.QualityCheck(check=q.check, value=q.value, limit=q.limit, passed=q.passed, code=q.code)
+            for q in finding.quality
+        ],
+    )
+    if finding.box is not None:
+        box = finding.box
+        message.box.CopyFrom(pb.Box(x=box.x, y=box.y, width=box.width, height=box.height))
+    return message
+
+
+def _finding_from_proto(message: pb.FaceFinding) -> FaceFinding:
+    role = _ROLES_FROM_PROTO.get(message.role)
+    if role is None:
+        raise KioskError("the server sent a face finding without a role")
+    box = message.box
+    return FaceFinding(
+        role=role,
+        index=message.index,
+        face_found=message.face_found,
+        box=Box(box.x, box.y, box.width, box.height) if message.HasField("box") else None,
+        detection_score=message.detection_score,
+        quality=tuple(QualityFinding(q.check, q.value, q.limit, q.passed, q.code) for q in message.quality),
+    )
+
+
+# --------------------------------------------------------------------------- verification
+
+
+def verification_to_proto(verification: Verification, request_id: str, audit_id: str) -> pb.VerifyResponse:
+    point = verification.operating_point
+    response = pb.VerifyResponse(
+        request_id=request_id,
+        decision=_DECISIONS[verification.decision],
+        retry_reason=verification.reason,
+        message=verification.message,
+        threshold=point.threshold,
+        target_fmr=point.target_fmr,
+        findings=[_finding_to_proto(f) for f in verification.findings],
+        model_versions=verification.model_versions,
+        timings_ms=verification.timings_ms,
+        audit_id=audit_id,
+        # The domain result has no liveness yet: the liveness stage will fill this in.
+        liveness=pb.LivenessOutcome(status=pb.LivenessOutcome.NOT_PERFORMED),
+    )
+    if verification.similarity is not None:
+        response.similarity = verification.similarity
+    return response
+
+
+def verification_from_proto(response: pb.VerifyResponse) -> Verification:
+    decision = _DECISIONS_FROM_PROTO.get(response.decision)
+    if decision is None:
+        raise KioskError("the server sent a response without a decision")
+    return Verification(
+        decision=decision,
+        reason=response.retry_reason,
+        similarity=response.similarity if response.HasField("similarity") else None,
+        operating_point=OperatingPoint(response.target_fmr, response.threshold),
+        findings=tuple(_finding_from_proto(f) for f in response.findings),
+        model_versions=dict(response.model_versions),
+        timings_ms=dict(response.timings_ms),
+        message=response.message,
+    )
+
+
+# --------------------------------------------------------------------------- session events
+
+
+def frame_events(result: FrameResult) -> list[pb.SessionEvent]:
+    """A frame's finding, then its guidance if there is any; the decision is sent separately."""
+    frame_result = pb.FrameResult(frame_index=result.frame_index)
+    if result.finding is not None:
+        frame_result.finding.CopyFrom(_finding_to_proto(result.finding))
+    events = [pb.SessionEvent(frame_result=frame_result)]
+    if result.guidance:
+        items = [pb.GuidanceItem(code=g.code, message=g.message) for g in result.guidance]
+        events.append(pb.SessionEvent(guidance=pb.Guidance(frame_index=result.frame_index, items=items)))
+    return events
+
+
+def decision_event(verification: Verification, request_id: str, audit_id: str) -> pb.SessionEvent:
+    return pb.SessionEvent(decision=verification_to_proto(verification, request_id, audit_id))
+
+
+def session_update_from_proto(event: pb.SessionEvent) -> SessionUpdate:
+    kind = event.WhichOneof("kind")
+    if kind == "guidance":
+        guidance = tuple(Guidance(item.code, item.message) for item in event.guidance.items)
+        return GuidanceEvent(event.guidance.frame_index, guidance)
+    if kind == "frame_result":
+        result = event.frame_result
+        finding = _finding_from_proto(result.finding) if result.HasField("finding") else None
+        return FrameEvent(result.frame_index, finding)
+    if kind == "decision":
+        return DecisionEvent(verification_from_proto(event.decision), event.decision.audit_id)
+    if kind == "prompt":
+        raise KioskError("the server sent a liveness challenge, which this client cannot answer")
+    raise KioskError("the server sent an empty session event")
+
+
+# --------------------------------------------------------------------------- info
+
+
+def info_to_proto(info: ServiceInfo) -> pb.InfoResponse:
+    limits = info.limits
+    return pb.InfoResponse(
+        service_version=info.service_version,
+        model_versions=info.model_versions,
+        operating_points=[pb.OperatingPoint(target_fmr=p.target_fmr, threshold=p.threshold) for p in info.operating_points],
+        default_target_fmr=info.default_target_fmr,
+        hardware_profile=info.hardware_profile,
+        limits=pb.Limits(
+            max_message_bytes=limits.max_message_bytes,
+            max_image_bytes=limits.max_image_bytes,
+            max_image_pixels=limits.max_image_pixels,
+            max_image_side=limits.max_image_side,
+            max_live_photos=limits.max_live_photos,
+            max_concurrent_calls=limits.max_concurrent_calls,
+            call_deadline_s=limits.call_deadline_s,
+            session_deadline_s=limits.session_deadline_s,
+        ),
+        device_id=info.device_id,
+        accepted_consent_versions=info.accepted_consent_versions,
+        swap_active=info.swap_active,
+        core_dumps_disabled=info.core_dumps_disabled,
+    )
+
+
+def info_from_proto(response: pb.InfoResponse) -> ServiceInfo:
+    limits = response.limits
+    return ServiceInfo(
+        service_version=response.service_version,
+        model_versions=dict(response.model_versions),
+        operating_points=tuple(OperatingPoint(p.target_fmr, p.threshold) for p in response.operating_points),
+        default_target_fmr=response.default_target_fmr,
+        hardware_profile=response.hardware_profile,
+        limits=ServiceLimits(
+            max_message_bytes=limits.max_message_bytes,
+            max_image_bytes=limits.max_image_bytes,
+            max_image_pixels=limits.max_image_pixels,
+            max_image_side=limits.max_image_side,
+            max_live_photos=limits.max_live_photos,
+            max_concurrent_calls=limits.max_concurrent_calls,
+            call_deadline_s=limits.call_deadline_s,
+            session_deadline_s=limits.session_deadline_s,
+        ),
+        device_id=response.device_id,
+        accepted_consent_versions=tuple(response.accepted_consent_versions),
+        swap_active=response.swap_active,
+        core_dumps_disabled=response.core_dumps_disabled,
+    )

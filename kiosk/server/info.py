@@ -1,0 +1,96 @@
+"""What the service runs and how it is hardened, as reported by ``GetInfo``.
+
+``swap_active`` and ``core_dumps_disabled`` are read from the live process and system
+on every call, not from settings, so an operator sees the state the images actually
+live in.
+"""
+
+from __future__ import annotations
+
+import resource
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+from kiosk.pipeline.types import OperatingPoint
+from kiosk.pipeline.verifier import Verifier
+from kiosk.settings import Settings
+
+PROC_SWAPS = Path("/proc/swaps")
+
+
+@dataclass(frozen=True)
+class ServiceLimits:
+    max_message_bytes: int
+    max_image_bytes: int
+    max_image_pixels: int
+    max_image_side: int
+    max_live_photos: int
+    max_concurrent_calls: int
+    call_deadline_s: float
+    session_deadline_s: float
+
+
+@dataclass(frozen=True)
+class ServiceInfo:
+    service_version: str
+    model_versions: dict[str, str]
+    operating_points: tuple[OperatingPoint, ...]
+    default_target_fmr: float
+    hardware_profile: str
+    limits: ServiceLimits
+    device_id: str
+    accepted_consent_versions: tuple[str, ...]
+    swap_active: bool
+    core_dumps_disabled: bool
+
+
+def service_version() -> str:
+    try:
+        return metadata.version("kiosk")
+    except metadata.PackageNotFoundError:
+        return "unknown"  # a source checkout that was never pip-installed has no metadata
+
+
+def swap_active(proc_swaps: Path = PROC_SWAPS) -> bool:
+    """True when any swap device is in use: a header line, then one line per active device."""
+    try:
+        lines = proc_swaps.read_text().splitlines()
+    except OSError:
+        return True  # cannot tell, so do not claim that images stay out of swap
+    return len(lines) > 1
+
+
+def core_dumps_disabled() -> bool:
+    """True when this process's soft RLIMIT_CORE is 0.
+
+    A core_pattern that pipes to a handler (systemd-coredump, apport) is passed the
+    limit and honours it, so the limit is the deciding setting.
+    """
+    soft, _ = resource.getrlimit(resource.RLIMIT_CORE)
+    return soft == 0
+
+
+def collect_info(settings: Settings, verifier: Verifier) -> ServiceInfo:
+    service, limits = settings.service, settings.limits
+    return ServiceInfo(
+        service_version=service_version(),
+        model_versions=dict(verifier.model_versions),
+        operating_points=verifier.operating_points,
+        default_target_fmr=settings.decision.target_fmr,
+        hardware_profile=verifier.profile.name,
+        limits=ServiceLimits(
+            max_message_bytes=service.max_message_bytes,
+            max_image_bytes=limits.max_image_bytes,
+            max_image_pixels=limits.max_image_pixels,
+            max_image_side=limits.max_image_side,
+            max_live_photos=limits.max_live_photos,
+            max_concurrent_calls=service.max_concurrent_calls,
+            call_deadline_s=service.call_deadline_s,
+            session_deadline_s=service.session_deadline_s,
+        ),
+        device_id=service.device_id,
+        accepted_consent_versions=settings.consent.accepted_versions,
+        swap_active=swap_active(),
+        core_dumps_disabled=core_dumps_disabled(),
+    )

@@ -1,0 +1,92 @@
+"""Consent gate and audit trail of the service: who may be verified, and the record of every outcome.
+
+Every decision the service hands out, and every refusal for lack of consent, is first
+appended to the audit log (when one is configured); if that append fails the caller
+gets INTERNAL instead of an unrecorded decision.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kiosk.audit import AuditLog
+from kiosk.errors import ConsentRequired
+from kiosk.pipeline.types import Verification
+from kiosk.server.calls import CallMeta
+from kiosk.settings import Settings
+
+# The liveness stage does not exist yet; its outcome is recorded as such.
+LIVENESS_NOT_PERFORMED = "not_performed"
+# Longest version string quoted back in a refusal message.
+MAX_QUOTED_CHARS = 64
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who made a call, for the audit trail."""
+
+    # Client certificate subject under mutual TLS, "local" on a plain local listener.
+    identity: str
+    device_id: str
+
+
+class ServicePolicy:
+    def __init__(self, settings: Settings, audit: AuditLog | None):
+        self.accepted_versions = settings.consent.accepted_versions
+        self.default_device_id = settings.service.device_id
+        self.audit = audit
+
+    def caller(self, identity: str, meta: CallMeta) -> Caller:
+        return Caller(identity, meta.device_id or self.default_device_id)
+
+    def admit(self, caller: Caller, meta: CallMeta, model_versions: dict[str, str]) -> None:
+        """Raise ``ConsentRequired`` (after auditing the refusal) unless consent is valid."""
+        consent = meta.consent
+        if not consent.granted:
+            reason = "consent_missing"
+            message = "consent is required: the person has not granted consent (consent.granted is false)"
+        elif consent.text_version not in self.accepted_versions:
+            reason = "consent_version_unknown"
+            quoted = consent.text_version[:MAX_QUOTED_CHARS]
+            message = (
+                f"consent text version {quoted!r} is not accepted by this service; "
+                f"accepted: {', '.join(self.accepted_versions)}"
+            )
+        else:
+            return
+        if self.audit is not None:
+            self.audit.append(
+                request_id=meta.request_id,
+                client_identity=caller.identity,
+                device_id=caller.device_id,
+                event="refused",
+                decision="refused",
+                reason=reason,
+                threshold=None,
+                target_fmr=meta.target_fmr,
+                model_versions=model_versions,
+                consent_version=consent.text_version[:MAX_QUOTED_CHARS],
+                liveness=LIVENESS_NOT_PERFORMED,
+            )
+        raise ConsentRequired(message)
+
+    def record(self, caller: Caller, meta: CallMeta, verification: Verification) -> str:
+        """Append the decision to the audit log; its audit id, or "" without a log."""
+        if self.audit is None:
+            return ""
+        point = verification.operating_point
+        record = self.audit.append(
+            request_id=meta.request_id,
+            client_identity=caller.identity,
+            device_id=caller.device_id,
+            event="decision",
+            decision=verification.decision.value,
+            reason=verification.reason,
+            similarity=verification.similarity,
+            threshold=point.threshold,
+            target_fmr=point.target_fmr,
+            model_versions=verification.model_versions,
+            consent_version=meta.consent.text_version,
+            liveness=LIVENESS_NOT_PERFORMED,
+        )
+        return record.audit_id

@@ -1,0 +1,117 @@
+"""The ``kiosk.v1.Kiosk`` servicer: convert the request, call the pipeline, convert the result.
+
+Every method runs inside ``status.mapped_errors``, so errors become statuses in one
+place. Request bytes live only in the handler's locals for the duration of the call;
+the servicer keeps nothing from a request once it has answered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import grpc
+
+from kiosk.errors import InvalidRequest
+from kiosk.pipeline.session import LiveSession, open_session
+from kiosk.pipeline.verifier import Verifier
+from kiosk.server import convert, status
+from kiosk.server.calls import CallMeta
+from kiosk.server.info import collect_info
+from kiosk.server.policy import Caller, ServicePolicy
+from kiosk.server.timing import CallDeadline, StreamReader
+from kiosk.settings import Settings
+from kiosk.v1 import kiosk_pb2 as pb
+from kiosk.v1 import kiosk_pb2_grpc
+
+LOCAL_IDENTITY = "local"
+# The audit trail's text fields hold at most 256 characters.
+MAX_IDENTITY_CHARS = 256
+
+
+class VerifierSlot:
+    """The loaded verifier; until it is set, calls are UNAVAILABLE (health says NOT_SERVING)."""
+
+    def __init__(self) -> None:
+        self._verifier: Verifier | None = None
+
+    def set(self, verifier: Verifier) -> None:
+        self._verifier = verifier
+
+    def get(self) -> Verifier:
+        verifier = self._verifier
+        if verifier is None:
+            raise status.ServiceUnavailable("the service is starting: models are still loading")
+        return verifier
+
+
+def client_identity(context: grpc.ServicerContext) -> str:
+    """The mutual-TLS client certificate's subject, or "local" on a plain listener."""
+    auth = context.auth_context()
+    for key in ("x509_subject_name", "x509_common_name"):
+        values = auth.get(key)
+        if values:
+            return values[0].decode("utf-8", "replace")[:MAX_IDENTITY_CHARS]
+    return LOCAL_IDENTITY
+
+
+class KioskServicer(kiosk_pb2_grpc.KioskServicer):
+    def __init__(self, settings: Settings, policy: ServicePolicy, verifier: VerifierSlot):
+        self.settings = settings
+        self.policy = policy
+        self.verifier = verifier
+
+    def Verify(self, request: pb.VerifyRequest, context: grpc.ServicerContext) -> pb.VerifyResponse:
+        with status.mapped_errors(context, "Verify"):
+            verifier = self.verifier.get()
+            deadline = CallDeadline.start(context, self.settings.service.call_deadline_s)
+            call = convert.verify_call_from_proto(request)
+            caller = self.policy.caller(client_identity(context), call.meta)
+            self.policy.admit(caller, call.meta, verifier.model_versions)
+            deadline.check("before analysis")
+            verification = verifier.verify(call.id_photo, call.live_photos, call.meta.target_fmr)
+            # The pipeline cannot be interrupted midway; an answer past the deadline is not given.
+            deadline.check("during analysis")
+            audit_id = self.policy.record(caller, call.meta, verification)
+            return convert.verification_to_proto(verification, call.meta.request_id, audit_id)
+
+    def VerifySession(
+        self, requests: Iterator[pb.SessionRequest], context: grpc.ServicerContext
+    ) -> Iterator[pb.SessionEvent]:
+        with status.mapped_errors(context, "VerifySession"):
+            verifier = self.verifier.get()
+            deadline = CallDeadline.start(context, self.settings.service.session_deadline_s)
+            with StreamReader(requests) as reader:
+                caller, meta, session = self._open_session(verifier, reader, deadline, context)
+                with session:
+                    while not session.done:
+                        message = reader.read(deadline, f"frame {session.frames_seen}")
+                        if message is None:
+                            needed = session.limits.usable_frames_needed
+                            raise InvalidRequest(
+                                f"the session ended after {session.frames_seen} frame(s), before a decision: "
+                                f"{needed} usable frames are needed"
+                            )
+                        result = session.add_frame(convert.frame_from_proto(message))
+                        deadline.check(f"analysing frame {result.frame_index}")
+                        yield from convert.frame_events(result)
+                    verification = session.verification
+                    audit_id = self.policy.record(caller, meta, verification)
+            yield convert.decision_event(verification, meta.request_id, audit_id)
+
+    def _open_session(
+        self, verifier: Verifier, reader: StreamReader, deadline: CallDeadline, context: grpc.ServicerContext
+    ) -> tuple[Caller, CallMeta, LiveSession]:
+        """Read the start message, check consent and analyse the ID photo.
+
+        A separate function so the start message and its ID photo are dropped as soon
+        as the session holds what it needs.
+        """
+        opening = convert.session_opening_from_proto(reader.read(deadline, "the start message"))
+        caller = self.policy.caller(client_identity(context), opening.meta)
+        self.policy.admit(caller, opening.meta, verifier.model_versions)
+        session = open_session(verifier, opening.id_photo, opening.meta.target_fmr)
+        return caller, opening.meta, session
+
+    def GetInfo(self, request: pb.InfoRequest, context: grpc.ServicerContext) -> pb.InfoResponse:
+        with status.mapped_errors(context, "GetInfo"):
+            return convert.info_to_proto(collect_info(self.settings, self.verifier.get()))
