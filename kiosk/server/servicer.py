@@ -47,7 +47,8 @@ class VerifierSlot:
 def client_identity(context: grpc.ServicerContext) -> str:
     """The mutual-TLS client certificate's subject, or "local" on a plain listener."""
     auth = context.auth_context()
-    for key in ("x509_subject_name", "x509_common_name"):
+    # "x509_subject" is the full distinguished name; the common name is a fallback.
+    for key in ("x509_subject", "x509_common_name"):
         values = auth.get(key)
         if values:
             return values[0].decode("utf-8", "replace")[:MAX_IDENTITY_CHARS]
