@@ -104,7 +104,7 @@ def _progress(items):
         from tqdm import tqdm
     except ImportError:
         return items
-    return tqdm(items, desc="embedding", unit="image", file=sys.stderr)
+    return tqdm(items, desc="embedding", unit="image", file=sys.stderr, disable=not sys.stderr.isatty())
 
 
 def _scored_pairs(args: argparse.Namespace, settings: Settings):

@@ -116,6 +116,10 @@ class QualitySettings:
     id_photo: QualityLimits = field(default_factory=_id_photo_limits)
     # Detection floor in pixels for the ID photo (chip photos are small); live frames use the profile's.
     id_photo_min_face_px: int = 20
+    # The subject of an ID photo or a kiosk capture fills a good part of the frame; faces
+    # smaller than this fraction of the short side are background, and skipping them
+    # saves most of the detector's pyramid on large frames.
+    min_face_fraction: float = 0.1
 
 
 @dataclass(frozen=True)
@@ -164,19 +168,44 @@ class Settings:
 T = typing.TypeVar("T")
 
 
-def from_mapping(cls: type[T], data: typing.Mapping[str, typing.Any], where: str = "") -> T:
-    """Build dataclass ``cls`` from a TOML mapping, rejecting unknown keys and wrong types."""
+def from_mapping(cls: type[T], data: typing.Mapping[str, typing.Any], where: str = "", base: T | None = None) -> T:
+    """Build dataclass ``cls`` from a TOML mapping, rejecting unknown keys and wrong types.
+
+    Keys not given keep the value of ``base`` (or the field default), so overriding one
+    limit of a nested table does not reset its siblings to another table's defaults.
+    """
+    label = where or "settings"
     if not isinstance(data, typing.Mapping):
-        raise ConfigError(f"{where or 'settings'}: expected a table, got {type(data).__name__}")
+        raise ConfigError(f"{label}: expected a table, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - known)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise ConfigError(f"{where or 'settings'}: unknown key(s) {', '.join(unknown)}")
+        raise ConfigError(f"{label}: unknown key(s) {', '.join(unknown)}")
     values = {}
     for name, raw in data.items():
-        values[name] = _coerce(hints[name], raw, f"{where}.{name}" if where else name)
+        hint = hints[name]
+        inner = f"{where}.{name}" if where else name
+        if dataclasses.is_dataclass(hint):
+            nested_base = getattr(base, name) if base is not None else _default_of(fields[name])
+            values[name] = from_mapping(hint, raw, inner, nested_base)
+        else:
+            values[name] = _coerce(hint, raw, inner)
+    if base is not None:
+        return dataclasses.replace(base, **values)
+    missing = sorted(
+        n for n, f in fields.items()
+        if n not in values and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    )
+    if missing:
+        raise ConfigError(f"{label}: missing key(s) {', '.join(missing)}")
     return cls(**values)
+
+
+def _default_of(f: dataclasses.Field) -> typing.Any:
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None if f.default is dataclasses.MISSING else f.default
 
 
 def _coerce(hint: typing.Any, raw: typing.Any, where: str) -> typing.Any:

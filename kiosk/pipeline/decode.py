@@ -45,11 +45,14 @@ class ImageHeader:
     height: int
     channels: int
     bit_depth: int
+    # Offset where the compressed pixel data starts (JPEG: the first SOS marker).
+    data_offset: int = 0
 
 
 def _jpeg_header(data: bytes) -> ImageHeader:
     pos = 2
     n = len(data)
+    frame: tuple[int, int, int, int] | None = None
     while pos + 4 <= n:
         if data[pos] != 0xFF:
             raise InvalidImage("JPEG is corrupt: marker expected")
@@ -70,11 +73,14 @@ def _jpeg_header(data: bytes) -> ImageHeader:
             precision, height, width, components = struct.unpack(">BHHB", data[pos + 4 : pos + 10])
             if marker not in (0xC0, 0xC1, 0xC2):
                 raise InvalidImage("JPEG uses an unsupported coding (only baseline and progressive Huffman)")
-            return ImageHeader("jpeg", width, height, components, precision)
+            frame = (width, height, components, precision)
         if marker == 0xDA:
-            break
+            if frame is None:
+                break
+            width, height, components, precision = frame
+            return ImageHeader("jpeg", width, height, components, precision, data_offset=pos)
         pos += 2 + length
-    raise InvalidImage("JPEG has no frame header")
+    raise InvalidImage("JPEG has no frame header" if frame is None else "JPEG is truncated before its image data")
 
 
 def _png_header(data: bytes) -> ImageHeader:
@@ -129,7 +135,9 @@ def check_header(header: ImageHeader, limits: ImageLimits) -> None:
 
 def _check_complete(data: bytes, header: ImageHeader) -> None:
     # OpenCV decodes a truncated JPEG or PNG into a partly grey image without an error.
-    if header.format == "jpeg" and b"\xff\xd9" not in data[-4096:]:
+    # Inside JPEG entropy-coded data every 0xFF is stuffed, so an FFD9 after the first
+    # scan is the real end-of-image marker (not one of an embedded EXIF thumbnail).
+    if header.format == "jpeg" and data.rfind(b"\xff\xd9") < header.data_offset:
         raise InvalidImage("JPEG is truncated (no end-of-image marker)")
     if header.format == "png" and b"IEND" not in data[-64:]:
         raise InvalidImage("PNG is truncated (no IEND chunk)")

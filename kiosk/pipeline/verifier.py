@@ -231,19 +231,22 @@ class Verifier:
         q = self.settings.quality
         return q.id_photo if role is ImageRole.ID_PHOTO else q.live_frame
 
+    def min_face_px(self, image: BgrImage, floor_px: float) -> float:
+        return max(floor_px, self.settings.quality.min_face_fraction * min(image.shape[:2]))
+
     def subject_face(self, scratch: Scratch, image: BgrImage, role: ImageRole) -> FaceDetection:
         """The dominant face of ``image`` with box and landmarks in ``image``'s pixels."""
         height, width = image.shape[:2]
         if role is ImageRole.ID_PHOTO:
             margin = round(ID_PHOTO_MARGIN * max(height, width))
             padded = scratch.keep(cv2.copyMakeBorder(image, margin, margin, margin, margin, cv2.BORDER_REPLICATE))
-            faces = self.detector.detect(padded, self.settings.quality.id_photo_min_face_px)
+            faces = self.detector.detect(padded, self.min_face_px(image, self.settings.quality.id_photo_min_face_px))
             faces = [shift_detection(f, -margin, 1.0) for f in faces]
         else:
             small, scale = scaled_for_detection(image, self.profile.detector.max_input_side)
             if small is not image:
                 scratch.keep(small)
-            faces = self.detector.detect(small, self.profile.detector.min_face_px * scale)
+            faces = self.detector.detect(small, self.min_face_px(image, self.profile.detector.min_face_px) * scale)
             faces = [shift_detection(f, 0, scale) for f in faces]
         return dominant_face(faces, width, height, role)
 
