@@ -369,6 +369,27 @@ SPECS = [
         ),
         samples=_fr_eye_samples,
     ),
+    Spec(
+        role="embedder_fallback",
+        file="mobilefacenet_192.onnx",
+        tag="mobilefacenet-192",
+        package=EXPO,
+        source_path="package/android/src/main/assets/MobileFaceNet.tflite",
+        input=InputSpec("input", ["batch", 112, 112, 3], "NHWC", "RGB", 127.5, 128.0),
+        outputs=[Output("embeddings", ["batch", 192], "value")],
+        preprocessing=(
+            "Face aligned to 112x112 by a similarity transform of the 5 landmarks onto the "
+            "ArcFace reference points, RGB, (x - 127.5) / 128, NHWC (not transposed). "
+            "L2-normalise the 192-d output."
+        ),
+        notes=(
+            "The source TFLite graph has a fixed batch of 2; here the batch is dynamic. The "
+            "package's app feeds the raw MTCNN box crop, but on the shared pair set (834 genuine, "
+            "837 impostor pairs) 5-point alignment works far better: AUC 0.991 vs 0.804, TAR at "
+            "FAR 1 % 0.926 vs 0.140; aligned RGB beats aligned BGR (TAR 0.926 vs 0.805)."
+        ),
+        samples=_mobilefacenet_samples,
+    ),
 ]
 
 
