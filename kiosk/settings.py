@@ -102,7 +102,8 @@ def _id_photo_limits() -> "QualityLimits":
     return QualityLimits(
         min_inter_eye_px=12.0,
         max_yaw_ratio=0.6,
-        max_roll_deg=35.0,
+        # Alignment removes roll completely, and a phone snapshot of a card is often tilted.
+        max_roll_deg=90.0,
         min_sharpness=3.0,
         min_brightness=25.0,
         max_brightness=235.0,
@@ -120,6 +121,10 @@ class QualitySettings:
     # smaller than this fraction of the short side are background, and skipping them
     # saves most of the detector's pyramid on large frames.
     min_face_fraction: float = 0.1
+    # An ID photo is known to hold one face; when none passes the detector's usual
+    # thresholds (greyscale, low-contrast chip photos), it is searched again with all
+    # three MTCNN stage thresholds lowered to this.
+    id_photo_retry_threshold: float = 0.4
 
 
 @dataclass(frozen=True)

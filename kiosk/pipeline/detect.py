@@ -146,26 +146,29 @@ class MtcnnDetector:
         self.onet = _Net(*onet)
         self.thresholds = thresholds
 
-    def detect(self, image: BgrImage, min_face_px: float) -> list[FaceDetection]:
+    def detect(
+        self, image: BgrImage, min_face_px: float, thresholds: MtcnnThresholds | None = None
+    ) -> list[FaceDetection]:
         """All faces of at least ``min_face_px`` pixels, best score first."""
-        boxes = self._proposals(image, min_face_px)
+        thresholds = thresholds or self.thresholds
+        boxes = self._proposals(image, min_face_px, thresholds)
         if len(boxes):
-            boxes = self._refine(image, boxes)
+            boxes = self._refine(image, boxes, thresholds)
         if len(boxes) == 0:
             return []
-        return self._output(image, boxes)
+        return self._output(image, boxes, thresholds)
 
-    def _proposals(self, image: BgrImage, min_face_px: float) -> Candidates:
+    def _proposals(self, image: BgrImage, min_face_px: float, thresholds: MtcnnThresholds) -> Candidates:
         height, width = image.shape[:2]
         found = []
-        for scale in pyramid_scales(height, width, min_face_px, self.thresholds.pyramid_factor):
+        for scale in pyramid_scales(height, width, min_face_px, thresholds.pyramid_factor):
             size = (math.ceil(width * scale), math.ceil(height * scale))
             level = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
             try:
                 regression, probability = self._pnet_maps(level)
             finally:
                 level.fill(0)
-            ys, xs = np.nonzero(probability >= self.thresholds.pnet)
+            ys, xs = np.nonzero(probability >= thresholds.pnet)
             if len(ys) == 0:
                 continue
             candidates = np.column_stack(
@@ -191,26 +194,26 @@ class MtcnnDetector:
         # Output maps are width-first like the input.
         return regression[0].transpose(1, 0, 2), probability[0, :, :, 1].T
 
-    def _refine(self, image: BgrImage, boxes: Candidates) -> Candidates:
+    def _refine(self, image: BgrImage, boxes: Candidates, thresholds: MtcnnThresholds) -> Candidates:
         crops = crop_batch(image, boxes, 24)
         try:
             probability, regression = self.rnet.run(crops)
         finally:
             crops.fill(0)
-        keep = probability[:, 1] > self.thresholds.rnet
+        keep = probability[:, 1] > thresholds.rnet
         boxes = boxes[keep].copy()
         boxes[:, 4] = probability[keep, 1]
         regression = regression[keep]
         picked = nms(boxes, 0.7)
         return squared(apply_regression(boxes[picked], regression[picked]))
 
-    def _output(self, image: BgrImage, boxes: Candidates) -> list[FaceDetection]:
+    def _output(self, image: BgrImage, boxes: Candidates, thresholds: MtcnnThresholds) -> list[FaceDetection]:
         crops = crop_batch(image, boxes, 48)
         try:
             probability, regression, points = self.onet.run(crops)
         finally:
             crops.fill(0)
-        keep = probability[:, 1] > self.thresholds.onet
+        keep = probability[:, 1] > thresholds.onet
         boxes, regression, points = boxes[keep].copy(), regression[keep], points[keep]
         boxes[:, 4] = probability[keep, 1]
         w = (boxes[:, 2] - boxes[:, 0] + 1)[:, np.newaxis]

@@ -21,7 +21,7 @@ from kiosk.pipeline import quality
 from kiosk.pipeline.align import align_face
 from kiosk.pipeline.compare import cosine_similarity, fuse_embeddings
 from kiosk.pipeline.decode import ImageLimits, decode_image
-from kiosk.pipeline.detect import MtcnnDetector, dominant_face
+from kiosk.pipeline.detect import MtcnnDetector, MtcnnThresholds, dominant_face
 from kiosk.pipeline.embed import Embedder
 from kiosk.pipeline.scratch import Scratch, StageTimer
 from kiosk.pipeline.types import (
@@ -240,7 +240,11 @@ class Verifier:
         if role is ImageRole.ID_PHOTO:
             margin = round(ID_PHOTO_MARGIN * max(height, width))
             padded = scratch.keep(cv2.copyMakeBorder(image, margin, margin, margin, margin, cv2.BORDER_REPLICATE))
-            faces = self.detector.detect(padded, self.min_face_px(image, self.settings.quality.id_photo_min_face_px))
+            min_face = self.min_face_px(image, self.settings.quality.id_photo_min_face_px)
+            faces = self.detector.detect(padded, min_face)
+            if not faces:
+                relaxed = self.settings.quality.id_photo_retry_threshold
+                faces = self.detector.detect(padded, min_face, MtcnnThresholds(relaxed, relaxed, relaxed))
             faces = [shift_detection(f, -margin, 1.0) for f in faces]
         else:
             small, scale = scaled_for_detection(image, self.profile.detector.max_input_side)

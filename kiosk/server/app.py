@@ -168,6 +168,8 @@ def build_server(
         # Past this gRPC itself answers RESOURCE_EXHAUSTED instead of queueing without bound.
         maximum_concurrent_rpcs=workers,
         options=[
+            # service.max_message_bytes (default 8 MiB: an ID photo and five live JPEGs with room
+            # to spare) bounds each message; larger ones get RESOURCE_EXHAUSTED from gRPC itself.
             ("grpc.max_receive_message_length", service.max_message_bytes),
             ("grpc.max_send_message_length", service.max_message_bytes),
             # gRPC sets SO_REUSEPORT by default, which would let a second instance share the port silently.
