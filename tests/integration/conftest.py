@@ -1,8 +1,9 @@
-"""Fixtures for the gRPC integration tests: real models, real faces, real servers on 127.0.0.1:0.
+"""Fixtures for the gRPC integration tests: real servers on 127.0.0.1:0 or unix sockets, TLS material.
 
-The face photos are read from the shared data folder beside the checkout (never
-copied into the repository); the only synthetic image is a face-free one made here.
-TLS material is a throwaway CA generated per test run.
+Uses ``faces`` and ``verifier`` from tests/conftest.py: the photos are read from the
+shared data folder beside the checkout (never copied into the repository); the only
+synthetic image is a face-free one made here. TLS material is a throwaway CA
+generated per test run.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import dataclasses
 import datetime
 import ipaddress
 import json
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,13 +31,7 @@ from kiosk.server.app import KioskServer, build_server
 from kiosk.settings import ServiceSettings, Settings, TlsSettings
 from kiosk.v1 import kiosk_pb2_grpc
 
-REPO = Path(__file__).resolve().parents[2]
 AUDIT_KEY = bytes(range(32))
-
-
-def faces_root() -> Path:
-    """../shared/data/faces beside the checkout (override with KIOSK_FACES_DIR)."""
-    return Path(os.environ.get("KIOSK_FACES_DIR", REPO.parent / "shared" / "data" / "faces"))
 
 
 @dataclass(frozen=True)
@@ -61,24 +55,15 @@ def _no_face_jpeg() -> bytes:
 
 
 @pytest.fixture(scope="session")
-def photos() -> Photos:
-    root = faces_root()
-    if not (root / "pairs.csv").is_file():
-        pytest.fail(f"face data not found at {root}: the shared data folder must sit beside the repository")
-    nuaa = sorted((root / "nuaa__s01").glob("*.jpg"))
+def photos(faces: Path) -> Photos:
+    nuaa = sorted((faces / "nuaa__s01").glob("*.jpg"))
     return Photos(
-        scorsese=tuple(sorted((root / "lfw__Martin_Scorsese").glob("*.jpg"))),
-        stranger=root / "lfw__Aaron_Tippin" / "Aaron_Tippin_0001.jpg",
+        scorsese=tuple(sorted((faces / "lfw__Martin_Scorsese").glob("*.jpg"))),
+        stranger=faces / "lfw__Aaron_Tippin" / "Aaron_Tippin_0001.jpg",
         nuaa_id=nuaa[0],
         nuaa_frames=tuple(nuaa[1:6]),
         no_face=_no_face_jpeg(),
     )
-
-
-@pytest.fixture(scope="session")
-def verifier() -> Verifier:
-    """Loaded and warmed up once per run (about a second)."""
-    return Verifier.load(Settings())
 
 
 # --------------------------------------------------------------------------- servers
