@@ -197,8 +197,9 @@ def _pnet_samples(faces: Path) -> list[tuple[str, np.ndarray]]:
 
 def _mobilefacenet_samples(faces: Path) -> list[tuple[str, np.ndarray]]:
     crops = _tight_faces(faces, 8)
-    rgb = [cv2.cvtColor(cv2.resize(c, (112, 112), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB) for c in crops]
-    return [("8 face crops", (np.stack(rgb).astype(np.float32) - 127.5) / 128.0)]
+    resized = [cv2.resize(c, (112, 112), interpolation=cv2.INTER_AREA) for c in crops]
+    rgb = np.stack([cv2.cvtColor(r, cv2.COLOR_BGR2RGB) for r in resized])
+    return [("8 face crops", (rgb.astype(np.float32) - 127.5) / 128.0)]
 
 
 def _fr_feature_samples(faces: Path) -> list[tuple[str, np.ndarray]]:

@@ -111,7 +111,9 @@ class Mtcnn:
         marks = marks[keep]
         w = boxes[:, 2] - boxes[:, 0] + 1
         h = boxes[:, 3] - boxes[:, 1] + 1
-        points = np.stack([boxes[:, :1] + marks[:, :5] * w[:, None], boxes[:, 1:2] + marks[:, 5:] * h[:, None]], -1)
+        xs = boxes[:, :1] + marks[:, :5] * w[:, None]
+        ys = boxes[:, 1:2] + marks[:, 5:] * h[:, None]
+        points = np.stack([xs, ys], -1)
         boxes = _regress(boxes, reg)
         best = max(_nms(boxes, 0.7, by_min=True), key=lambda k: w[k] * h[k])
         return boxes[best, :4], points[best]
@@ -318,7 +320,8 @@ def probe_liveness(mtcnn: Mtcnn, faces: Path) -> None:
         attack = np.array([p for label, _, p in rows if label == "attack"])
         aucs = ", ".join(f"index {k} {auc(live[:, k], attack[:, k]):.3f}" for k in range(3))
         print(f"  {order}: {len(live)} live, {len(attack)} attacks; AUC live > attack by {aucs}")
-        print(f"  {order}: mean softmax on live {live.mean(0).round(3)}, on attacks {attack.mean(0).round(3)}")
+        print(f"  {order}: mean softmax on live {live.mean(0).round(3)}, "
+              f"on attacks {attack.mean(0).round(3)}")
         for kind in sorted({t for label, t, _ in rows if label == "attack"}):
             ps = np.array([p for _, t, p in rows if t == kind])
             print(f"    {kind} ({len(ps)}): mean softmax {ps.mean(0).round(3)}")
@@ -356,7 +359,8 @@ def probe_eyes(mtcnn: Mtcnn, faces: Path, save_dir: Path | None) -> None:
         save_dir.mkdir(parents=True, exist_ok=True)
         for name, picked in [("most_index0.png", order[:24]), ("most_index1.png", order[-24:])]:
             strip = np.hstack([patches[k] for k in picked])
-            cv2.imwrite(str(save_dir / name), cv2.resize(strip, None, fx=3, fy=3, interpolation=cv2.INTER_NEAREST))
+            big = cv2.resize(strip, None, fx=3, fy=3, interpolation=cv2.INTER_NEAREST)
+            cv2.imwrite(str(save_dir / name), big)
         print(f"  wrote the 24 patches most surely index 0 / index 1 to {save_dir} (look at them)")
 
 
