@@ -2,12 +2,31 @@
 
 from __future__ import annotations
 
+import ctypes
+import sys
 import time
 from collections import defaultdict
 from contextlib import contextmanager
 from collections.abc import Iterator
 
 import numpy as np
+
+
+# Offset of the character data inside a CPython bytes object (header size of b"").
+_BYTES_DATA_OFFSET = sys.getsizeof(b"") - 1
+
+
+def wipe_bytes(data: bytes) -> None:
+    """Overwrite an immutable ``bytes`` object's contents with zeros, in place.
+
+    Request payloads arrive as ``bytes`` that Python frees without clearing; this is
+    the only way to make an encoded photo disappear from memory when the request ends.
+    Only for objects the request owns alone (never interned or shared constants), so
+    objects shorter than two bytes, which CPython may share, are left alone.
+    """
+    if type(data) is not bytes or len(data) < 2:
+        return
+    ctypes.memset(id(data) + _BYTES_DATA_OFFSET, 0, len(data))
 
 
 class Scratch:
@@ -20,16 +39,25 @@ class Scratch:
 
     def __init__(self) -> None:
         self._arrays: list[np.ndarray] = []
+        self._payloads: list[bytes] = []
 
     def keep(self, array: np.ndarray) -> np.ndarray:
         self._arrays.append(array)
         return array
 
+    def keep_payload(self, data: bytes) -> bytes:
+        """Own a request payload: it is zeroed in place when the scratch is wiped."""
+        self._payloads.append(data)
+        return data
+
     def wipe(self) -> None:
         for array in self._arrays:
             if array.flags.writeable:
                 array.fill(0)
+        for data in self._payloads:
+            wipe_bytes(data)
         self._arrays.clear()
+        self._payloads.clear()
 
     def __enter__(self) -> "Scratch":
         return self

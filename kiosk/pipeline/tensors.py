@@ -24,8 +24,14 @@ def to_input_tensor(batch_bgr: np.ndarray, spec: InputSpec) -> np.ndarray:
     else:
         pixels = batch_bgr
     tensor = pixels.astype(np.float32)
+    if pixels is not batch_bgr and not np.shares_memory(pixels, batch_bgr):
+        pixels.fill(0)
     if spec.mean:
         tensor -= np.float32(spec.mean)
     if spec.std != 1.0:
         tensor *= np.float32(1.0 / spec.std)
-    return np.ascontiguousarray(tensor.transpose(_LAYOUT_AXES[spec.layout]))
+    laid_out = np.ascontiguousarray(tensor.transpose(_LAYOUT_AXES[spec.layout]))
+    if not np.shares_memory(laid_out, tensor):
+        # The transposed copy is what the model gets; the caller wipes that one.
+        tensor.fill(0)
+    return laid_out

@@ -7,6 +7,8 @@ from (pooled AUC 0.988, EER 5.3 %, East-Asian EER 8.6 %).
 
 from __future__ import annotations
 
+import random
+from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +17,7 @@ import pytest
 from kiosk.calibration import score_report, threshold_at_fmr
 from kiosk.errors import Undecidable
 from kiosk.evaluation import embed_images, read_pairs, score_pairs, split_scores
-from kiosk.pipeline.compare import cosine_similarity
+from kiosk.pipeline.compare import cosine_similarity, fuse_embeddings
 from kiosk.pipeline.decode import decode_image
 from kiosk.pipeline.scratch import Scratch
 from kiosk.pipeline.types import Decision, ImageRole
@@ -43,8 +45,12 @@ def subset_of(faces: Path):
 
 
 @pytest.fixture(scope="module")
-def scored(verifier, faces, pairs):
-    embeddings = embed_images(verifier, faces, [p.a for p in pairs] + [p.b for p in pairs])
+def embeddings(verifier, faces, pairs):
+    return embed_images(verifier, faces, [p.a for p in pairs] + [p.b for p in pairs])
+
+
+@pytest.fixture(scope="module")
+def scored(pairs, embeddings):
     return score_pairs(pairs, embeddings)
 
 
@@ -146,3 +152,36 @@ def test_chip_photo_verify_end_to_end(verifier, faces):
     assert match.decision is Decision.MATCH, match
     stranger = sorted(other.iterdir())[0].read_bytes()
     assert verifier.verify(chip, [stranger]).decision is Decision.NO_MATCH
+
+
+def test_fusing_two_live_frames_beats_one(embeddings):
+    """Several live photos are fused by averaging their embeddings; measure that it helps.
+
+    Each person with 3+ usable photos gives, per photo, a genuine trial (that photo as ID
+    vs two other photos of the person) and an impostor trial (vs two photos of another
+    person of the same subset). One live photo is compared with fusing both.
+    """
+    rng = random.Random(0)
+    by_person = defaultdict(list)
+    for path, embedding in embeddings.items():
+        if embedding is not None:
+            by_person[path.split("/")[0]].append(path)
+    people = sorted(p for p, photos in by_person.items() if len(photos) >= 3)
+    single = {True: [], False: []}
+    fused = {True: [], False: []}
+    for person in people:
+        rivals = [q for q in people if q != person and q.split("__")[0] == person.split("__")[0]]
+        for id_photo in sorted(by_person[person]):
+            genuine_live = rng.sample([p for p in sorted(by_person[person]) if p != id_photo], 2)
+            trials = [(True, genuine_live)]
+            if rivals:
+                trials.append((False, rng.sample(sorted(by_person[rng.choice(rivals)]), 2)))
+            for same, live in trials:
+                reference = embeddings[id_photo]
+                single[same].append(cosine_similarity(reference, embeddings[live[0]]))
+                fused[same].append(cosine_similarity(reference, fuse_embeddings([embeddings[p] for p in live])))
+    one = score_report(np.array(single[True]), np.array(single[False]))
+    two = score_report(np.array(fused[True]), np.array(fused[False]))
+    assert len(single[False]) >= 500
+    assert two.eer < one.eer
+    assert two.at_fmr[0].tar > one.at_fmr[0].tar

@@ -50,3 +50,27 @@ def test_cosine_and_fusion():
 
 def test_zero_vector_normalises_to_zero_not_nan():
     assert not np.isnan(l2_normalise(np.zeros(4, dtype=np.float32))).any()
+
+
+def test_scratch_wipes_arrays_and_payloads():
+    from kiosk.pipeline.scratch import Scratch
+
+    payload = bytes(range(256)) * 8
+    with Scratch() as scratch:
+        pixels = scratch.keep(np.full((4, 4, 3), 200, dtype=np.uint8))
+        scratch.keep_payload(payload)
+    assert not pixels.any()
+    assert payload == bytes(len(payload))
+
+
+def test_scratch_wipes_on_error():
+    from kiosk.pipeline.scratch import Scratch
+
+    pixels = np.full(8, 7, dtype=np.uint8)
+    try:
+        with Scratch() as scratch:
+            scratch.keep(pixels)
+            raise RuntimeError("stage failed")
+    except RuntimeError:
+        pass
+    assert not pixels.any()
