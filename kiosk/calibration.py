@@ -118,6 +118,42 @@ class CalibratedPoint:
     note: str = ""
 
 
+def strictest_operating_points(
+    genuine: np.ndarray,
+    impostor: np.ndarray,
+    impostor_by_subset: dict[str, np.ndarray],
+    fmrs: tuple[float, ...],
+) -> tuple[CalibratedPoint, ...]:
+    """Per target FMR, the highest threshold among the pooled set and every subset that can measure it.
+
+    A threshold that meets the FMR on the pooled impostors can still exceed it on one
+    population (East-Asian impostors score higher than LFW ones); taking the strictest
+    subset keeps the promise on each population with enough impostor pairs (rule of three).
+    """
+    points = []
+    for fmr in fmrs:
+        candidates = [("all pairs", impostor)] + [
+            (name, scores) for name, scores in sorted(impostor_by_subset.items()) if len(scores) >= 3 / fmr
+        ]
+        name, scores = max(candidates, key=lambda c: threshold_at_fmr(c[1], fmr))
+        threshold = threshold_at_fmr(scores, fmr)
+        notes = [f"threshold set by {name} ({len(scores)} impostor pairs)"]
+        if len(impostor) < 3 / fmr:
+            notes.append(f"only {len(impostor)} impostor pairs: FMR {fmr:g} is extrapolated, not measured")
+        points.append(
+            CalibratedPoint(
+                target_fmr=fmr,
+                threshold=threshold,
+                measured_fmr=match_rate(impostor, threshold),
+                tar=match_rate(genuine, threshold),
+                impostor_pairs=len(impostor),
+                genuine_pairs=len(genuine),
+                note="; ".join(notes),
+            )
+        )
+    return tuple(points)
+
+
 @dataclass(frozen=True)
 class Calibration:
     """The shipped operating points and the figures behind them (models/calibration.toml)."""

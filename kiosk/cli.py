@@ -44,7 +44,7 @@ def verification_dict(verification: Verification) -> dict:
     }
 
 
-def print_verification(verification: Verification, as_json: bool, out=sys.stdout) -> int:
+def print_verification(verification: Verification, as_json: bool, out=None) -> int:
     """Print a verification and return the exit status it maps to."""
     if as_json:
         print(json.dumps(verification_dict(verification), indent=2), file=out)
@@ -107,12 +107,11 @@ def _progress(items):
     return tqdm(items, desc="embedding", unit="image", file=sys.stderr, disable=not sys.stderr.isatty())
 
 
-def _scored_pairs(args: argparse.Namespace, settings: Settings):
-    from kiosk.evaluation import embed_images, read_pairs, score_pairs, wipe
+def _scored_pairs(args: argparse.Namespace, settings: Settings, pairs):
+    from kiosk.evaluation import embed_images, score_pairs, wipe
     from kiosk.pipeline.verifier import Verifier
 
     verifier = Verifier.load(settings, calibrated=not getattr(args, "uncalibrated", False))
-    pairs = read_pairs(Path(args.pairs))
     embeddings = embed_images(verifier, Path(args.root), [p.a for p in pairs] + [p.b for p in pairs], _progress)
     try:
         return verifier, score_pairs(pairs, embeddings)
@@ -121,7 +120,9 @@ def _scored_pairs(args: argparse.Namespace, settings: Settings):
 
 
 def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
-    _, scored = _scored_pairs(args, settings)
+    from kiosk.evaluation import read_pairs
+
+    _, scored = _scored_pairs(args, settings, read_pairs(Path(args.pairs)))
     with open(args.scores_out, "w") as f:
         f.write("a,b,same,score\n")
         for s in scored:
@@ -147,37 +148,36 @@ def format_report(name: str, report) -> str:
 
 
 def cmd_calibrate(args: argparse.Namespace, settings: Settings) -> int:
-    from kiosk.calibration import CalibratedPoint, Calibration, calibration_toml, score_report
-    from kiosk.evaluation import split_scores
+    from kiosk.calibration import Calibration, calibration_toml, score_report, strictest_operating_points
+    from kiosk.evaluation import cross_person_impostors, read_pairs, split_scores
 
-    verifier, scored = _scored_pairs(args, settings)
+    pairs = read_pairs(Path(args.pairs))
+    if args.all_impostors:
+        pairs = pairs + cross_person_impostors(pairs)
+    verifier, scored = _scored_pairs(args, settings, pairs)
     missing = sum(s.score is None for s in scored)
     print(f"pairs without a usable face: {missing} of {len(scored)}")
     genuine, impostor = split_scores(scored)
     fmrs = tuple(sorted(set(args.fmr) | {1e-2, 1e-3, 1e-4}, reverse=True))
     report = score_report(genuine, impostor, fmrs)
     print(format_report("all pairs", report))
+    impostor_by_subset = {}
     for subset in sorted({s.pair.subset for s in scored} - {""}):
-        sub = [s for s in scored if s.pair.subset == subset]
-        g, i = split_scores(sub)
+        g, i = split_scores([s for s in scored if s.pair.subset == subset])
+        impostor_by_subset[subset] = i
         if len(g) and len(i):
             print(format_report(subset, score_report(g, i, fmrs)))
-    points = []
-    for r in report.at_fmr:
-        if r.target_fmr in args.fmr:
-            note = "" if r.enough_impostors else (
-                f"only {r.impostor_pairs} impostor pairs: FMR {r.target_fmr:g} is extrapolated, not measured"
-            )
-            points.append(
-                CalibratedPoint(r.target_fmr, r.threshold, r.measured_fmr, r.tar, r.impostor_pairs, r.genuine_pairs, note)
-            )
+    wanted = tuple(sorted(set(args.fmr), reverse=True))
+    points = strictest_operating_points(genuine, impostor, impostor_by_subset, wanted)
+    for p in points:
+        print(f"operating point FMR {p.target_fmr:g}: threshold {p.threshold:.4f}, TAR {p.tar * 100:.1f} % ({p.note})")
     calibration = Calibration(
         embedder=verifier.model_versions["embedder"],
-        pairs=Path(args.pairs).name,
+        pairs=Path(args.pairs).name + (" + all cross-person impostor pairs within each subset" if args.all_impostors else ""),
         created=datetime.date.today().isoformat(),
         auc=report.auc,
         eer=report.eer,
-        operating_point=tuple(points),
+        operating_point=points,
     )
     out = Path(args.out) if args.out else settings.models.resolved_dir() / settings.models.calibration
     out.write_text(calibration_toml(calibration))
@@ -225,6 +225,11 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate = commands.choices["calibrate"]
     calibrate.add_argument("--fmr", type=float, action="append", required=True, help="target FMR (repeatable)")
     calibrate.add_argument("--out", help="calibration file to write (default: the one the service loads)")
+    calibrate.add_argument(
+        "--all-impostors",
+        action="store_true",
+        help="also use every cross-person pair of the CSV's images within each subset as an impostor pair",
+    )
     calibrate.add_argument(
         "--uncalibrated", action="store_true", help="do not load the current calibration (first calibration of a new model)"
     )

@@ -7,9 +7,10 @@ live in.
 
 from __future__ import annotations
 
+import kiosk
+
 import resource
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 
 from kiosk.pipeline.types import OperatingPoint
@@ -46,10 +47,7 @@ class ServiceInfo:
 
 
 def service_version() -> str:
-    try:
-        return metadata.version("kiosk")
-    except metadata.PackageNotFoundError:
-        return "unknown"  # a source checkout that was never pip-installed has no metadata
+    return kiosk.__version__
 
 
 def swap_active(proc_swaps: Path = PROC_SWAPS) -> bool:

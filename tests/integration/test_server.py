@@ -552,24 +552,8 @@ def test_graceful_shutdown_answers_every_call_in_flight(start_server, photos, ve
 # --------------------------------------------------------------------------- CLI
 
 
-class _CurrentStdout:
-    """Writes to whatever sys.stdout is at the time of writing."""
-
-    def write(self, text: str) -> int:
-        return sys.stdout.write(text)
-
-    def flush(self) -> None:
-        sys.stdout.flush()
-
-
 @pytest.fixture
-def cli_stdout(capsys, monkeypatch):
-    """capsys, with ``cli.print_verification`` writing to the captured stdout.
-
-    Its ``out=sys.stdout`` default was bound when kiosk.cli was imported, before
-    capsys replaced sys.stdout.
-    """
-    monkeypatch.setattr(cli.print_verification, "__defaults__", (_CurrentStdout(),))
+def cli_stdout(capsys):
     return capsys
 
 
