@@ -39,27 +39,22 @@ def match_rate(scores: np.ndarray, threshold: float) -> float:
 
 def roc_auc(genuine: np.ndarray, impostor: np.ndarray) -> float:
     """Probability that a genuine pair outscores an impostor pair (ties count half)."""
-    scores = np.concatenate([genuine, impostor])
-    order = scores.argsort(kind="mergesort")
-    ranks = np.empty(len(scores))
-    sorted_scores = scores[order]
-    # Average ranks over ties.
-    i = 0
-    while i < len(scores):
-        j = i
-        while j + 1 < len(scores) and sorted_scores[j + 1] == sorted_scores[i]:
-            j += 1
-        ranks[order[i : j + 1]] = (i + j) / 2 + 1
-        i = j + 1
-    genuine_ranks = ranks[: len(genuine)].sum()
-    return float((genuine_ranks - len(genuine) * (len(genuine) + 1) / 2) / (len(genuine) * len(impostor)))
+    ordered = np.sort(np.asarray(impostor, dtype=np.float64))
+    genuine = np.asarray(genuine, dtype=np.float64)
+    below = np.searchsorted(ordered, genuine, side="left")
+    not_above = np.searchsorted(ordered, genuine, side="right")
+    wins = below.sum() + 0.5 * (not_above - below).sum()
+    return float(wins / (len(genuine) * len(ordered)))
 
 
 def equal_error_rate(genuine: np.ndarray, impostor: np.ndarray) -> tuple[float, float]:
     """(EER, threshold) where false-match and false-non-match rates cross."""
+    genuine = np.sort(np.asarray(genuine, dtype=np.float64))
+    impostor = np.sort(np.asarray(impostor, dtype=np.float64))
     candidates = np.unique(np.concatenate([genuine, impostor]))
-    fmr = np.array([np.mean(impostor >= t) for t in candidates])
-    fnmr = np.array([np.mean(genuine < t) for t in candidates])
+    # With MATCH meaning score >= t: FMR(t) = share of impostors >= t, FNMR(t) = share of genuine < t.
+    fmr = 1.0 - np.searchsorted(impostor, candidates, side="left") / len(impostor)
+    fnmr = np.searchsorted(genuine, candidates, side="left") / len(genuine)
     i = int(np.argmin(np.abs(fmr - fnmr)))
     return float((fmr[i] + fnmr[i]) / 2), float(candidates[i])
 
