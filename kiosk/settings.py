@@ -21,9 +21,11 @@ from kiosk.errors import ConfigError
 
 def _bundled_dir(name: str, share_name: str) -> Path:
     """``models/`` or ``hardware/profiles`` of the checkout, else the installed copy."""
-    checkout = Path(__file__).resolve().parent.parent / name
-    if checkout.is_dir():
-        return checkout
+    root = Path(__file__).resolve().parent.parent
+    # An installed package's parent is site-packages, where another distribution may
+    # have put a top-level "models" package: only a checkout has pyproject.toml there.
+    if (root / "pyproject.toml").is_file() and (root / name).is_dir():
+        return root / name
     return Path(sys.prefix) / "share" / "kiosk" / share_name
 
 
@@ -39,8 +41,11 @@ def bundled_profiles_dir() -> Path:
 class TlsSettings:
     """Mutual TLS for remote listeners: all three files or none."""
 
+    # PEM certificate the service presents to clients.
     server_cert: str = ""
+    # PEM private key of server_cert (readable by the service user only).
     server_key: str = ""
+    # PEM CA certificate(s); clients must present a certificate signed by one of them.
     client_ca: str = ""
 
     @property
@@ -50,27 +55,40 @@ class TlsSettings:
 
 @dataclass(frozen=True)
 class ServiceSettings:
+    # gRPC listen addresses, "host:port" or "unix:PATH". Loopback TCP and unix sockets
+    # are plain text; any other address needs mutual TLS (service.tls).
     listen: tuple[str, ...] = ("127.0.0.1:50051",)
-    # Remote (non-loopback TCP) listeners need TLS; these are served in plain text.
+    # Mutual TLS for the listeners: required for any non-loopback TCP address.
     tls: TlsSettings = field(default_factory=TlsSettings)
-    # Two ID-grade photos plus a few live JPEGs fit easily; anything larger is abuse.
+    # Largest gRPC message in bytes. Two ID-grade photos plus a few live JPEGs fit
+    # easily; anything larger is abuse.
     max_message_bytes: int = 8 * 1024 * 1024
+    # Verify/VerifySession calls running at once; more are refused with RESOURCE_EXHAUSTED.
     max_concurrent_calls: int = 4
+    # Longest a Verify call may take, in seconds (a shorter client deadline wins).
     call_deadline_s: float = 10.0
-    # Added for the gRPC service: a live session waits for a person to get into position,
-    # so it gets its own, longer deadline; 30 s is the 300-frame session limit at 10 fps.
+    # Longest a VerifySession call may take, in seconds. A live session waits for a person
+    # to get into position, so it gets its own, longer deadline; 30 s is the 300-frame
+    # session limit at 10 fps.
     session_deadline_s: float = 30.0
+    # Seconds in-flight calls get to finish on SIGTERM before they are cancelled.
     grace_period_s: float = 10.0
+    # This kiosk's id: recorded in the audit log when a request names none, shown by GetInfo.
     device_id: str = ""
+    # gRPC server reflection (lets grpcurl and similar tools list the API).
     reflection: bool = True
 
 
 @dataclass(frozen=True)
 class LimitSettings:
+    # Largest encoded image (JPEG, PNG or BMP) in bytes.
     max_image_bytes: int = 3 * 1024 * 1024
-    # Checked from the header before decoding: 12 MP covers any kiosk camera.
+    # Largest image in pixels (width x height), checked from the header before
+    # decoding: 12 MP covers any kiosk camera.
     max_image_pixels: int = 12_000_000
+    # Longest image side in pixels, also checked before decoding.
     max_image_side: int = 8192
+    # Most live photos one Verify call may compare with the ID photo.
     max_live_photos: int = 5
 
 
@@ -84,15 +102,21 @@ class DecisionSettings:
 class QualityLimits:
     """Limits one face must meet; failing one gives the kiosk an actionable guidance code."""
 
-    # Below ~20 px between the eyes the embedder's accuracy drops sharply on live frames.
+    # Smallest distance between the eyes in pixels. Below ~20 px the embedder's accuracy
+    # drops sharply on live frames.
     min_inter_eye_px: float = 20.0
-    # |nose offset from the eye/mouth midline| / inter-eye distance; ~0.5 is about 30 degrees of yaw.
+    # Largest |nose offset from the eye/mouth midline| / inter-eye distance; ~0.5 is
+    # about 30 degrees of yaw.
     max_yaw_ratio: float = 0.5
+    # Largest head tilt (roll) in degrees.
     max_roll_deg: float = 30.0
-    # Variance of the Laplacian of the aligned 112x112 grey face.
+    # Smallest variance of the Laplacian of the aligned 112x112 grey face.
     min_sharpness: float = 15.0
+    # Smallest mean grey level (0-255) of the aligned face.
     min_brightness: float = 40.0
+    # Largest mean grey level (0-255) of the aligned face.
     max_brightness: float = 220.0
+    # Smallest standard deviation of the aligned face's grey levels.
     min_contrast: float = 12.0
 
 
@@ -113,7 +137,9 @@ def _id_photo_limits() -> "QualityLimits":
 
 @dataclass(frozen=True)
 class QualitySettings:
+    # Limits a face in a live photo or camera frame must meet.
     live_frame: QualityLimits = field(default_factory=QualityLimits)
+    # Limits the face in the ID photo must meet: far laxer, chip photos are small and flat.
     id_photo: QualityLimits = field(default_factory=_id_photo_limits)
     # Detection floor in pixels for the ID photo (chip photos are small); live frames use the profile's.
     id_photo_min_face_px: int = 20
@@ -129,9 +155,11 @@ class QualitySettings:
 
 @dataclass(frozen=True)
 class ModelSettings:
-    # Empty means the bundled directory.
+    # Directory of the ONNX models; empty means the bundled directory.
     dir: str = ""
+    # Model manifest (hashes, sources, input specs), relative to models.dir.
     manifest: str = "manifest.toml"
+    # Calibrated thresholds per target FMR, relative to models.dir.
     calibration: str = "calibration.toml"
 
     def resolved_dir(self) -> Path:
@@ -152,22 +180,42 @@ class ConsentSettings:
 
 @dataclass(frozen=True)
 class AuditSettings:
-    # Empty disables the audit log (CLI use); the service requires one in production configs.
+    # Audit log file (JSON lines). Empty disables the audit log: fine for CLI use, never
+    # for a deployed kiosk.
     path: str = ""
+    # HMAC key of the audit chain: hex text or raw bytes, at least 32 bytes, mode 0600.
     key_file: str = ""
+    # Size in bytes at which the log file is rotated to <path>.<first_seq>-<last_seq>.
     max_bytes: int = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)
+class MetricsSettings:
+    # Prometheus metrics endpoint, "host:port" on a loopback address (e.g.
+    # "127.0.0.1:9464"); empty turns it off. Metrics carry no personal data.
+    listen: str = ""
+
+
+@dataclass(frozen=True)
 class Settings:
+    # The gRPC service: listeners, TLS, message size, concurrency, deadlines.
     service: ServiceSettings = field(default_factory=ServiceSettings)
+    # Limits on the images of a request, checked before anything is decoded.
     limits: LimitSettings = field(default_factory=LimitSettings)
+    # Which calibrated operating point decides.
     decision: DecisionSettings = field(default_factory=DecisionSettings)
+    # Face quality limits and detection settings.
     quality: QualitySettings = field(default_factory=QualitySettings)
+    # Where the models, their manifest and their calibration are.
     models: ModelSettings = field(default_factory=ModelSettings)
+    # Inference settings of the board (threads, detector input size).
     hardware: HardwareSettings = field(default_factory=HardwareSettings)
+    # Consent texts the operator shows.
     consent: ConsentSettings = field(default_factory=ConsentSettings)
+    # The HMAC-chained audit log of decisions and refusals.
     audit: AuditSettings = field(default_factory=AuditSettings)
+    # The Prometheus metrics endpoint for the back office.
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
 
 
 T = typing.TypeVar("T")
