@@ -124,15 +124,23 @@ def strictest_operating_points(
     A threshold that meets the FMR on the pooled impostors can still exceed it on one
     population (East-Asian impostors score higher than LFW ones); taking the strictest
     subset keeps the promise on each population with enough impostor pairs (rule of three).
+    A smaller target FMR never gets a lower threshold than a larger one: a subset too
+    small to measure 1e-4 still bounds it by what it measured at 1e-3.
     """
     points = []
-    for fmr in fmrs:
+    floor = -1.0
+    floor_from = ""
+    for fmr in sorted(fmrs, reverse=True):
         candidates = [("all pairs", impostor)] + [
             (name, scores) for name, scores in sorted(impostor_by_subset.items()) if len(scores) >= 3 / fmr
         ]
         name, scores = max(candidates, key=lambda c: threshold_at_fmr(c[1], fmr))
         threshold = threshold_at_fmr(scores, fmr)
         notes = [f"threshold set by {name} ({len(scores)} impostor pairs)"]
+        if threshold < floor:
+            threshold = floor
+            notes = [f"threshold raised to that of {floor_from}, so that a smaller FMR is never a lower threshold"]
+        floor, floor_from = threshold, f"FMR {fmr:g}"
         if len(impostor) < 3 / fmr:
             notes.append(f"only {len(impostor)} impostor pairs: FMR {fmr:g} is extrapolated, not measured")
         points.append(

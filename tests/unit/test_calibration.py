@@ -67,3 +67,19 @@ def test_calibration_file_round_trips():
     assert loaded.operating_point_for(0.001).threshold == 0.61
     with pytest.raises(UnknownOperatingPoint, match="target FMR 0.05 is not calibrated; calibrated: 0.001"):
         loaded.operating_point_for(0.05)
+
+
+def test_operating_points_take_the_strictest_subset_and_stay_monotonic():
+    from kiosk.calibration import strictest_operating_points
+
+    rng = np.random.default_rng(5)
+    easy = rng.normal(0.1, 0.1, 40_000)
+    hard = rng.normal(0.35, 0.1, 5_000)  # enough for 1e-3, too few for 1e-4
+    genuine = rng.normal(0.7, 0.1, 1_000)
+    pooled = np.concatenate([easy, hard])
+    points = strictest_operating_points(genuine, pooled, {"easy": easy, "hard": hard}, (1e-2, 1e-3, 1e-4))
+    by_fmr = {p.target_fmr: p for p in points}
+    assert by_fmr[1e-3].threshold == threshold_at_fmr(hard, 1e-3)
+    assert np.mean(hard >= by_fmr[1e-3].threshold) <= 1e-3
+    assert "hard" in by_fmr[1e-3].note
+    assert by_fmr[1e-2].threshold <= by_fmr[1e-3].threshold <= by_fmr[1e-4].threshold
