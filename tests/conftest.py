@@ -7,6 +7,10 @@ from pathlib import Path
 
 import pytest
 
+# Before anything imports cv2: kiosk.pipeline sets OpenCV's decoder ceilings, which
+# OpenCV reads only when it is loaded (see kiosk/pipeline/__init__.py).
+import kiosk.pipeline  # noqa: F401
+
 REPO = Path(__file__).resolve().parent.parent
 
 
