@@ -277,6 +277,9 @@ def info_to_proto(info: ServiceInfo) -> pb.InfoResponse:
         accepted_consent_versions=info.accepted_consent_versions,
         swap_active=info.swap_active,
         core_dumps_disabled=info.core_dumps_disabled,
+        runtime_versions=info.runtime_versions,
+        calibration_created=info.calibration_created,
+        board_model=info.board_model,
     )
 
 
@@ -302,4 +305,7 @@ def info_from_proto(response: pb.InfoResponse) -> ServiceInfo:
         accepted_consent_versions=tuple(response.accepted_consent_versions),
         swap_active=response.swap_active,
         core_dumps_disabled=response.core_dumps_disabled,
+        runtime_versions=dict(response.runtime_versions),
+        calibration_created=response.calibration_created,
+        board_model=response.board_model,
     )

@@ -1,4 +1,4 @@
-"""What the service runs and how it is hardened, as reported by ``GetInfo``.
+"""What the service runs and how it is hardened, as reported by ``GetInfo`` and the metrics.
 
 ``swap_active`` and ``core_dumps_disabled`` are read from the live process and system
 on every call, not from settings, so an operator sees the state the images actually
@@ -9,15 +9,26 @@ from __future__ import annotations
 
 import kiosk
 
+import platform
 import resource
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 
 from kiosk.pipeline.types import OperatingPoint
+from kiosk.runtime.profile import read_board_model
 from kiosk.pipeline.verifier import Verifier
 from kiosk.settings import Settings
 
 PROC_SWAPS = Path("/proc/swaps")
+# Distributions whose versions GetInfo reports, by the name it reports them under.
+RUNTIME_DISTRIBUTIONS = {
+    "onnxruntime": "onnxruntime",
+    "opencv": "opencv-python-headless",
+    "numpy": "numpy",
+    "grpcio": "grpcio",
+    "protobuf": "protobuf",
+}
 
 
 @dataclass(frozen=True)
@@ -44,10 +55,24 @@ class ServiceInfo:
     accepted_consent_versions: tuple[str, ...]
     swap_active: bool
     core_dumps_disabled: bool
+    runtime_versions: dict[str, str]
+    calibration_created: str
+    board_model: str
 
 
 def service_version() -> str:
     return kiosk.__version__
+
+
+def runtime_versions() -> dict[str, str]:
+    """Python and the installed versions of the libraries the pipeline runs on ("" if missing)."""
+    versions = {"python": platform.python_version()}
+    for name, distribution in RUNTIME_DISTRIBUTIONS.items():
+        try:
+            versions[name] = metadata.version(distribution)
+        except metadata.PackageNotFoundError:
+            versions[name] = ""
+    return versions
 
 
 def swap_active(proc_swaps: Path = PROC_SWAPS) -> bool:
@@ -91,4 +116,7 @@ def collect_info(settings: Settings, verifier: Verifier) -> ServiceInfo:
         accepted_consent_versions=settings.consent.accepted_versions,
         swap_active=swap_active(),
         core_dumps_disabled=core_dumps_disabled(),
+        runtime_versions=runtime_versions(),
+        calibration_created=verifier.calibration.created if verifier.calibration is not None else "",
+        board_model=read_board_model(),
     )

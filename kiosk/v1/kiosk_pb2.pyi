@@ -272,8 +272,15 @@ class InfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class InfoResponse(_message.Message):
-    __slots__ = ("service_version", "model_versions", "operating_points", "default_target_fmr", "hardware_profile", "limits", "device_id", "accepted_consent_versions", "swap_active", "core_dumps_disabled")
+    __slots__ = ("service_version", "model_versions", "operating_points", "default_target_fmr", "hardware_profile", "limits", "device_id", "accepted_consent_versions", "swap_active", "core_dumps_disabled", "runtime_versions", "calibration_created", "board_model")
     class ModelVersionsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class RuntimeVersionsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -290,6 +297,9 @@ class InfoResponse(_message.Message):
     ACCEPTED_CONSENT_VERSIONS_FIELD_NUMBER: _ClassVar[int]
     SWAP_ACTIVE_FIELD_NUMBER: _ClassVar[int]
     CORE_DUMPS_DISABLED_FIELD_NUMBER: _ClassVar[int]
+    RUNTIME_VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    CALIBRATION_CREATED_FIELD_NUMBER: _ClassVar[int]
+    BOARD_MODEL_FIELD_NUMBER: _ClassVar[int]
     service_version: str
     model_versions: _containers.ScalarMap[str, str]
     operating_points: _containers.RepeatedCompositeFieldContainer[OperatingPoint]
@@ -300,7 +310,10 @@ class InfoResponse(_message.Message):
     accepted_consent_versions: _containers.RepeatedScalarFieldContainer[str]
     swap_active: bool
     core_dumps_disabled: bool
-    def __init__(self, service_version: _Optional[str] = ..., model_versions: _Optional[_Mapping[str, str]] = ..., operating_points: _Optional[_Iterable[_Union[OperatingPoint, _Mapping]]] = ..., default_target_fmr: _Optional[float] = ..., hardware_profile: _Optional[str] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., device_id: _Optional[str] = ..., accepted_consent_versions: _Optional[_Iterable[str]] = ..., swap_active: _Optional[bool] = ..., core_dumps_disabled: _Optional[bool] = ...) -> None: ...
+    runtime_versions: _containers.ScalarMap[str, str]
+    calibration_created: str
+    board_model: str
+    def __init__(self, service_version: _Optional[str] = ..., model_versions: _Optional[_Mapping[str, str]] = ..., operating_points: _Optional[_Iterable[_Union[OperatingPoint, _Mapping]]] = ..., default_target_fmr: _Optional[float] = ..., hardware_profile: _Optional[str] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., device_id: _Optional[str] = ..., accepted_consent_versions: _Optional[_Iterable[str]] = ..., swap_active: _Optional[bool] = ..., core_dumps_disabled: _Optional[bool] = ..., runtime_versions: _Optional[_Mapping[str, str]] = ..., calibration_created: _Optional[str] = ..., board_model: _Optional[str] = ...) -> None: ...
 
 class OperatingPoint(_message.Message):
     __slots__ = ("target_fmr", "threshold")
