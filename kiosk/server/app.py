@@ -8,6 +8,10 @@ instead of serving faces in clear text on the network.
 
 Health (grpc.health.v1) says NOT_SERVING until ``KioskServer.ready`` gets a loaded,
 warmed-up verifier, and again from the moment shutdown starts.
+
+Metrics (``[metrics] listen``) are served over plain HTTP on a loopback address only:
+they hold nothing personal, but a back office reaches them through an agent on the
+device or a tunnel it secures, never as a port open to the kiosk's network.
 """
 
 from __future__ import annotations
@@ -25,10 +29,14 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from kiosk import logs
 from kiosk.audit import AuditLog, open_audit_log
 from kiosk.errors import ConfigError
 from kiosk.pipeline.verifier import Verifier
+from kiosk.server.info import collect_info
 from kiosk.server.interceptors import CallGuard
+from kiosk.server.metrics import ServiceMetrics
+from kiosk.server.observe import CallObserver
 from kiosk.server.policy import ServicePolicy
 from kiosk.server.servicer import KioskServicer, VerifierSlot
 from kiosk.settings import Settings, TlsSettings
@@ -124,30 +132,70 @@ def _check_service_settings(settings: Settings) -> list[Listener]:
     return listeners
 
 
+def _metrics_listener(settings: Settings) -> Listener | None:
+    spec = settings.metrics.listen
+    if not spec:
+        return None
+    try:
+        listener = parse_listener(spec)
+    except ConfigError as e:
+        raise ConfigError(f"metrics.{e.message}") from None
+    if listener.is_unix or not listener.is_loopback:
+        raise ConfigError(
+            f"metrics.listen {spec!r}: metrics are served on a loopback host:port only "
+            "(e.g. 127.0.0.1:9464); scrape them from the device or through a tunnel"
+        )
+    return listener
+
+
 class KioskServer:
     """The running service: a grpc.Server with health, and the gate that opens once models are loaded."""
 
-    def __init__(self, server: grpc.Server, health_servicer: health.HealthServicer, verifier: VerifierSlot):
+    def __init__(
+        self,
+        server: grpc.Server,
+        health_servicer: health.HealthServicer,
+        verifier: VerifierSlot,
+        settings: Settings,
+        metrics: ServiceMetrics,
+    ):
         self.grpc_server = server
         self.health = health_servicer
         self._verifier = verifier
+        self._settings = settings
+        self.metrics = metrics
+        self._metrics_listener = _metrics_listener(settings)
+        # The bound metrics port once started; 0 while metrics are off.
+        self.metrics_port = 0
 
     def start(self) -> None:
         self.grpc_server.start()
+        if self._metrics_listener is not None:
+            listener = self._metrics_listener
+            try:
+                self.metrics_port = self.metrics.serve(listener.host, listener.port)
+            except OSError as e:
+                self.grpc_server.stop(0)
+                raise ConfigError(f"cannot serve metrics on {listener.spec}: {e.strerror}") from None
 
     def ready(self, verifier: Verifier) -> None:
         """Take calls with this loaded, warmed-up verifier; health goes SERVING."""
         self._verifier.set(verifier)
+        self.metrics.loaded(collect_info(self._settings, verifier))
         for name in ("", SERVICE_NAME):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
 
     def stop(self, grace: float | None) -> threading.Event:
         """Health NOT_SERVING, refuse new calls, give in-flight ones ``grace`` seconds.
 
-        Returns an event set once every call has finished or been cancelled.
+        Returns an event set once every call has finished or been cancelled. The
+        metrics endpoint closes at once: a stopping service is not scraped.
         """
         self.health.enter_graceful_shutdown()
-        return self.grpc_server.stop(grace)
+        self.metrics.stopping()
+        stopped = self.grpc_server.stop(grace)
+        self.metrics.close()
+        return stopped
 
 
 def build_server(
@@ -160,11 +208,14 @@ def build_server(
     until ``ready()``. ``audit`` stays owned by the caller.
     """
     listeners = _check_service_settings(settings)
+    _metrics_listener(settings)  # a bad metrics address fails here, before anything is bound
     service = settings.service
     workers = service.max_concurrent_calls + THREAD_HEADROOM
+    metrics = ServiceMetrics()
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kiosk-rpc"),
-        interceptors=[CallGuard(service.max_concurrent_calls, GUARDED_METHODS)],
+        # The observer comes first, so it also logs and counts the calls CallGuard refuses.
+        interceptors=[CallObserver(SERVICE_NAME, metrics), CallGuard(service.max_concurrent_calls, GUARDED_METHODS)],
         # Past this gRPC itself answers RESOURCE_EXHAUSTED instead of queueing without bound.
         maximum_concurrent_rpcs=workers,
         options=[
@@ -189,7 +240,7 @@ def build_server(
         reflection.enable_server_reflection(names, server)
     credentials = server_credentials(service.tls) if _tls_configured(service.tls) else None
     ports = tuple(_bind(server, listener, credentials) for listener in listeners)
-    kiosk_server = KioskServer(server, health_servicer, slot)
+    kiosk_server = KioskServer(server, health_servicer, slot, settings, metrics)
     if verifier is not None:
         kiosk_server.ready(verifier)
     return kiosk_server, ports
@@ -212,8 +263,7 @@ def _bind(server: grpc.Server, listener: Listener, credentials: grpc.ServerCrede
 
 def serve_forever(settings: Settings) -> int:
     """Run the service until SIGTERM or SIGINT, then shut down gracefully; returns the exit status."""
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure()
     stopping = threading.Event()
 
     def on_signal(signum: int, frame: object) -> None:
@@ -227,6 +277,9 @@ def serve_forever(settings: Settings) -> int:
         server.start()
         for spec, port in zip(settings.service.listen, ports):
             LOG.info("listening on %s", f"{spec.rpartition(':')[0]}:{port}" if port else spec)
+        if server.metrics_port:
+            host = settings.metrics.listen.rpartition(":")[0]
+            LOG.info("metrics on http://%s:%d/metrics", host, server.metrics_port)
         try:
             verifier = Verifier.load(settings)  # hash check + warm-up before SERVING
             if not stopping.is_set():

@@ -1,26 +1,22 @@
-"""Concurrency limit and per-call timing for the expensive methods (Verify, VerifySession).
+"""Concurrency limit for the expensive methods (Verify, VerifySession).
 
 Past ``max_concurrent_calls`` a call is refused at once with RESOURCE_EXHAUSTED
 rather than queued: on a kiosk board every verification competes for the same few
 cores, so a queue would only turn one slow answer into several timed-out ones. The
 thread pool has headroom beyond the limit (see ``app``) so that excess calls reach
-this interceptor and get that clear answer. Logs carry the method, status and
-duration, never request content.
+this interceptor and get that clear answer. Every call's log line and metrics come
+from ``kiosk.server.observe``, which wraps this interceptor and so sees its refusals.
 """
 
 from __future__ import annotations
 
-import logging
 import threading
-import time
 from collections.abc import Callable, Iterator
 
 import grpc
 
 from kiosk.errors import Overloaded
 from kiosk.server import status
-
-LOG = logging.getLogger("kiosk.server")
 
 
 class _Slot:
@@ -78,12 +74,10 @@ class CallGuard(grpc.ServerInterceptor):
     def _unary(self, method: str, behaviour: Callable) -> Callable:
         def guarded(request, context: grpc.ServicerContext):
             slot = self._acquire(method, context)
-            started = time.perf_counter()
             try:
                 return behaviour(request, context)
             finally:
                 slot.release()
-                _log_call(method, context, started)
 
         return guarded
 
@@ -92,21 +86,9 @@ class CallGuard(grpc.ServerInterceptor):
         # and held until the last one is sent.
         def guarded(requests: Iterator, context: grpc.ServicerContext) -> Iterator:
             slot = self._acquire(method, context)
-            started = time.perf_counter()
             try:
                 yield from behaviour(requests, context)
             finally:
                 slot.release()
-                _log_call(method, context, started)
 
         return guarded
-
-
-def _log_call(method: str, context: grpc.ServicerContext, started: float) -> None:
-    """One line per call; the details are the status message, which is safe to show a client."""
-    code = context.code() or grpc.StatusCode.OK
-    details = context.details() or b""
-    if isinstance(details, bytes):
-        details = details.decode("utf-8", "replace")
-    elapsed_ms = (time.perf_counter() - started) * 1000.0
-    LOG.info("%s %s in %.1f ms%s", method, code.name, elapsed_ms, f": {details}" if details else "")
