@@ -1,6 +1,7 @@
-"""Command line: `kiosk serve | verify | session | calibrate | evaluate | audit`.
+"""Command line: `kiosk serve | verify | session | health | calibrate | evaluate | audit`.
 
 Exit status of `verify` and `session`: 0 match, 1 no match, 2 no decision possible or error.
+Exit status of `health`: 0 serving, 1 not serving, 2 error (e.g. nothing listening).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import dataclasses
 import datetime
 import json
 import sys
+import time
 from pathlib import Path
 
 from kiosk.errors import KioskError
@@ -17,6 +19,9 @@ from kiosk.pipeline.types import Decision, Verification
 from kiosk.settings import Settings, load_settings
 
 EXIT_MATCH, EXIT_NO_MATCH, EXIT_UNDECIDED = 0, 1, 2
+EXIT_SERVING, EXIT_NOT_SERVING = 0, 1
+# Between health checks while `kiosk health --wait` waits for the models to load.
+HEALTH_POLL_S = 0.5
 
 
 def verification_dict(verification: Verification) -> dict:
@@ -97,6 +102,28 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
             settings, service=dataclasses.replace(settings.service, listen=tuple(args.listen))
         )
     return serve_forever(settings)
+
+
+def cmd_health(args: argparse.Namespace, settings: Settings) -> int:
+    from kiosk.client import KioskClient, RemoteError
+
+    deadline = time.monotonic() + max(0.0, args.wait)
+    while True:
+        # A new channel per check: one that failed to connect waits out gRPC's growing
+        # reconnect backoff, which would notice a service that just came up late.
+        try:
+            with KioskClient(args.address, ca=args.ca, cert=args.cert, key=args.key, timeout=args.timeout) as client:
+                state, failure = client.health(args.service), None
+        except RemoteError as e:
+            state, failure = "", e
+        remaining = deadline - time.monotonic()
+        if state == "SERVING" or remaining <= 0:
+            break
+        time.sleep(min(HEALTH_POLL_S, remaining))
+    if failure is not None:
+        raise failure
+    print(state)
+    return EXIT_SERVING if state == "SERVING" else EXIT_NOT_SERVING
 
 
 def _progress(items):
@@ -216,6 +243,18 @@ def build_parser() -> argparse.ArgumentParser:
     session.add_argument("--target-fmr", type=float, default=None)
     add_client_options(session)
     session.set_defaults(handler=cmd_session)
+
+    health = commands.add_parser(
+        "health", help="check a running service's health (grpc.health.v1): exit 0 serving, 1 not, 2 error"
+    )
+    health.add_argument("address", metavar="ADDR", help="host:port or unix:PATH")
+    health.add_argument("--service", default="", help='service name, e.g. kiosk.v1.Kiosk (default "": the server)')
+    health.add_argument("--wait", type=float, default=0.0, help="keep checking up to this many seconds until serving")
+    health.add_argument("--ca", help="CA certificate that signed the server's certificate (TLS)")
+    health.add_argument("--cert", help="client certificate (mutual TLS)")
+    health.add_argument("--key", help="client private key (mutual TLS)")
+    health.add_argument("--timeout", type=float, default=5.0, help="seconds per check")
+    health.set_defaults(handler=cmd_health)
 
     for name, handler in (("calibrate", cmd_calibrate), ("evaluate", cmd_evaluate)):
         sub = commands.add_parser(name, help=f"{name} on labelled pairs (CSV a,b,same[,subset])")
