@@ -1,0 +1,418 @@
+"""Operating a kiosk: install, systemd unit, health command, metrics, structured logs, fleet info.
+
+Real servers and real faces as in test_server.py. The install test builds the project
+into a fresh venv the way hardware/INSTALL.md does (non-editable, so the models and
+profiles must come from ``<venv>/share/kiosk``) and runs it from another directory;
+it reads the shared photos in place and copies none of them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import grpc
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+import kiosk as kiosk_package
+from kiosk import cli
+from kiosk.client import KioskClient, RemoteError
+from kiosk.errors import ConfigError
+from kiosk.runtime.profile import read_board_model
+from kiosk.server.app import build_server
+from kiosk.server.calls import Consent
+from kiosk.server.info import core_dumps_disabled, swap_active
+from kiosk.settings import MetricsSettings, ServiceSettings, Settings, load_settings
+from kiosk.v1 import kiosk_pb2 as pb
+
+REPO = Path(__file__).resolve().parents[2]
+UNIT = REPO / "hardware" / "systemd" / "kiosk.service"
+EXAMPLE_SETTINGS = REPO / "hardware" / "systemd" / "kiosk.toml"
+CONSENT_VERSION = Settings().consent.accepted_versions[0]
+TIMEOUT = 60
+# Label names the metrics may carry; anything else (request_id, client, similarity, ...) is a leak.
+ALLOWED_LABELS = {
+    # kiosk_*
+    "rpc", "decision", "code", "reason", "status", "failed_check", "stage", "role", "version",
+    "device_id", "hardware_profile", "board_model", "calibration_created", "target_fmr", "le",
+    "python", "onnxruntime", "opencv", "numpy", "grpcio", "protobuf",
+    # prometheus_client's platform and GC collectors
+    "implementation", "major", "minor", "patchlevel", "generation",
+}  # fmt: skip
+
+
+def settings_with(listen: tuple[str, ...] = ("127.0.0.1:0",), metrics: str = "", **service) -> Settings:
+    return dataclasses.replace(
+        Settings(),
+        service=dataclasses.replace(ServiceSettings(), listen=listen, **service),
+        metrics=MetricsSettings(listen=metrics),
+    )
+
+
+def verify_request(id_photo: Path, live: bytes, **fields) -> pb.VerifyRequest:
+    fields.setdefault("consent", pb.Consent(granted=True, text_version=CONSENT_VERSION))
+    return pb.VerifyRequest(id_photo=id_photo.read_bytes(), live_photos=[live], **fields)
+
+
+def unit_lines(path: Path = UNIT) -> list[tuple[str, str]]:
+    """(key, value) of every setting line of a unit file, in order (keys may repeat)."""
+    pairs = []
+    for line in path.read_text().splitlines():
+        if line and not line.startswith(("#", "[")):
+            key, _, value = line.partition("=")
+            pairs.append((key, value))
+    return pairs
+
+
+# --------------------------------------------------------------------------- systemd
+
+
+def _systemd_verify(unit: Path, tmp_path: Path) -> str:
+    """`systemd-analyze verify` of ``unit`` with the venv's kiosk replaced by a stub; its output.
+
+    verify insists that every Exec*= binary exists, and /opt/kiosk is not installed
+    here: the stub is the only change, every other line is verified as written.
+    """
+    stub = tmp_path / "bin" / "kiosk"
+    stub.parent.mkdir(exist_ok=True)
+    stub.write_text("#!/bin/sh\n")
+    stub.chmod(0o755)
+    checked = tmp_path / "kiosk.service"
+    checked.write_text(unit.read_text().replace("/opt/kiosk/bin/kiosk", str(stub)))
+    result = subprocess.run(
+        ["systemd-analyze", "verify", str(checked)], capture_output=True, text=True, timeout=TIMEOUT
+    )
+    assert result.returncode == 0, result.stderr
+    # Warnings (unknown keys, unparsable values) leave the exit status at 0.
+    return "\n".join(line for line in (result.stdout + result.stderr).splitlines() if "kiosk.service" in line)
+
+
+@pytest.mark.skipif(
+    shutil.which("systemd-analyze") is None,
+    reason="systemd-analyze not found: install Debian's `systemd` package to check hardware/systemd/kiosk.service",
+)
+def test_systemd_unit_passes_systemd_analyze_verify(tmp_path):
+    assert _systemd_verify(UNIT, tmp_path) == ""
+    # The check has teeth: a misspelt directive is reported.
+    typo = tmp_path / "typo" / "kiosk.service"
+    typo.parent.mkdir()
+    typo.write_text(UNIT.read_text().replace("PrivateTmp=yes", "PrivateTmpp=yes"))
+    assert "Unknown key 'PrivateTmpp'" in _systemd_verify(typo, typo.parent)
+
+
+def test_systemd_unit_is_hardened_and_agrees_with_the_example_settings():
+    lines = unit_lines()
+    values = dict(lines)
+    settings = load_settings(EXAMPLE_SETTINGS)
+
+    for key, value in {
+        "User": "kiosk",
+        "Restart": "on-failure",
+        "NoNewPrivileges": "yes",
+        "ProtectSystem": "strict",
+        "ProtectHome": "yes",
+        "PrivateTmp": "yes",
+        "LimitCORE": "0",
+        "MemorySwapMax": "0",
+        "RuntimeDirectory": "kiosk",
+    }.items():
+        assert values.get(key) == value, key
+    assert values["MemoryMax"]
+    # One writable place, and it is where the example settings put the audit log.
+    assert [v for k, v in lines if k == "ReadWritePaths"] == ["/var/lib/kiosk"]
+    assert Path(settings.audit.path).parent == Path("/var/lib/kiosk")
+    # The service reads the example's installed path, and readiness asks its socket.
+    assert values["ExecStart"] == "/opt/kiosk/bin/kiosk --config /etc/kiosk/kiosk.toml serve"
+    socket = next(spec for spec in settings.service.listen if spec.startswith("unix:"))
+    assert socket == "unix:/run/kiosk/kiosk.sock"
+    assert values["ExecStartPost"].startswith("/opt/kiosk/bin/kiosk health ")
+    assert values["ExecStartPost"].endswith(f" {socket}")
+
+
+# --------------------------------------------------------------------------- install
+
+
+def _copy_source(destination: Path) -> Path:
+    """What a wheel is built from; the source tree itself is not written to (build/, egg-info)."""
+    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", ".cache")
+    destination.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(REPO / name, destination / name)
+    for name in ("kiosk", "models", "hardware"):
+        shutil.copytree(REPO / name, destination / name, ignore=ignore)
+    return destination
+
+
+def test_documented_install_runs_from_a_clean_venv(tmp_path, photos):
+    """INSTALL.md's steps, offline: a venv, a non-editable install, `kiosk --help`, `kiosk verify`.
+
+    The venv sees this interpreter's site-packages (--system-site-packages) so that no
+    dependency is downloaded, and pip runs from there (--without-pip, no build
+    isolation) because the venv's bundled setuptools predates built-in bdist_wheel.
+    The kiosk package itself is installed into the venv and must be imported from it.
+    """
+    source = _copy_source(tmp_path / "source")
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)], check=True)
+    python, kiosk_command = venv / "bin" / "python", venv / "bin" / "kiosk"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
+
+    def run(*args: str | Path) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [str(a) for a in args], cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300
+        )
+
+    install = run(python, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index", source)
+    assert install.returncode == 0, install.stdout + install.stderr
+
+    found = run(
+        python,
+        "-c",
+        "import json, kiosk, kiosk.settings as s;"
+        "print(json.dumps([kiosk.__file__, str(s.bundled_models_dir()), str(s.bundled_profiles_dir())]))",
+    )
+    assert found.returncode == 0, found.stderr
+    package, models, profiles = (Path(p) for p in json.loads(found.stdout))
+    assert package.is_relative_to(venv)
+    assert models == venv / "share" / "kiosk" / "models" and (models / "manifest.toml").is_file()
+    assert profiles == venv / "share" / "kiosk" / "profiles" and (profiles / "rpi4b.toml").is_file()
+    for installed in ("systemd/kiosk.service", "systemd/kiosk.toml", "doc/INSTALL.md", "doc/PRIVACY.md"):
+        assert (venv / "share" / "kiosk" / installed).is_file(), installed
+
+    usage = run(kiosk_command, "--help")
+    assert usage.returncode == 0 and "health" in usage.stdout
+
+    verified = run(kiosk_command, "verify", "--json", photos.scorsese[0], photos.scorsese[1])
+    assert verified.returncode == 0, verified.stderr
+    result = json.loads(verified.stdout)
+    assert result["decision"] == "match"
+    assert set(result["model_versions"]) == {"mtcnn_pnet", "mtcnn_rnet", "mtcnn_onet", "embedder"}
+
+
+# --------------------------------------------------------------------------- health
+
+
+def test_kiosk_health_exit_codes(start_server, verifier, capsys, tmp_path):
+    serving = start_server(unix=True)
+    assert cli.main(["health", serving.address]) == 0
+    assert capsys.readouterr().out == "SERVING\n"
+    assert cli.main(["health", "--service", "kiosk.v1.Kiosk", serving.address]) == 0
+    assert capsys.readouterr().out == "SERVING\n"
+
+    loading = start_server(verifier=None, unix=True)
+    assert cli.main(["health", loading.address]) == 1
+    assert capsys.readouterr().out == "NOT_SERVING\n"
+
+    missing = f"unix:{tmp_path / 'nobody.sock'}"
+    assert cli.main(["health", missing]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"kiosk: {missing}: UNAVAILABLE") and err.count("\n") == 1
+
+
+def test_kiosk_health_wait_returns_once_models_are_loaded(start_server, verifier, capsys):
+    loading = start_server(verifier=None, unix=True)
+    threading.Timer(1.0, loading.server.ready, args=(verifier,)).start()
+
+    started = time.monotonic()
+    assert cli.main(["health", "--wait", str(TIMEOUT), loading.address]) == 0
+    assert 1.0 <= time.monotonic() - started < TIMEOUT
+    assert capsys.readouterr().out == "SERVING\n"
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def scrape(port: int) -> dict[tuple[str, frozenset], float]:
+    """Every sample of the endpoint as {(name, frozenset(labels.items())): value}."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=TIMEOUT) as response:
+        text = response.read().decode()
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def sample(samples: dict, name: str, **labels: str) -> float:
+    """The value of the one sample of ``name`` whose labels include ``labels`` (0 if none)."""
+    found = [v for (n, ls), v in samples.items() if n == name and set(labels.items()) <= ls]
+    assert len(found) <= 1, (name, labels, found)
+    return found[0] if found else 0.0
+
+
+def test_metrics_count_real_calls_and_carry_nothing_personal(start_server, photos, verifier, tls_files):
+    running = start_server(
+        settings_with(metrics="127.0.0.1:0", tls=tls_files.server_settings(), device_id="kiosk-test-7")
+    )
+    stub = running.stub(tls_files.client_credentials(tls_files.client_cert, tls_files.client_key))
+    id_photo, genuine = photos.scorsese[0], photos.scorsese[1].read_bytes()
+    personal_id = "req-personal-0001"
+
+    similarities = []
+    for live, request_id in ((genuine, personal_id), (photos.stranger.read_bytes(), "r2"), (photos.no_face, "r3")):
+        request = verify_request(id_photo, live, request_id=request_id, device_id="kiosk-A")
+        response = stub.Verify(request, timeout=TIMEOUT)
+        if response.HasField("similarity"):  # not for the RETRY
+            similarities.append(response.similarity)
+    for request in (
+        verify_request(id_photo, genuine, consent=pb.Consent(granted=False)),
+        verify_request(id_photo, b""),
+    ):
+        with pytest.raises(grpc.RpcError):
+            stub.Verify(request, timeout=TIMEOUT)
+    session = [pb.SessionRequest(start=pb.SessionStart(
+        id_photo=photos.nuaa_id.read_bytes(),
+        request_id="s-personal",
+        consent=pb.Consent(granted=True, text_version=CONSENT_VERSION),
+    ))]  # fmt: skip
+    session += [
+        pb.SessionRequest(frame=pb.CameraFrame(encoded=p.read_bytes(), timestamp_ms=100 * i))
+        for i, p in enumerate(photos.nuaa_frames[:3])
+    ]
+    events = list(stub.VerifySession(iter(session), timeout=TIMEOUT))
+    similarities.append(events[-1].decision.similarity)
+    assert len(similarities) == 3
+    stub.GetInfo(pb.InfoRequest(), timeout=TIMEOUT)
+
+    samples = scrape(running.server.metrics_port)
+
+    requests = "kiosk_requests_total"
+    assert sample(samples, requests, rpc="Verify", decision="match") == 1
+    assert sample(samples, requests, rpc="Verify", decision="no_match") == 1
+    assert sample(samples, requests, rpc="Verify", decision="retry") == 1
+    assert sample(samples, requests, rpc="Verify", decision="none") == 2
+    assert sample(samples, requests, rpc="VerifySession", decision="match") == 1
+    assert sample(samples, requests, rpc="GetInfo", decision="none") == 1
+    assert sample(samples, "kiosk_errors_total", rpc="Verify", code="FAILED_PRECONDITION") == 1
+    assert sample(samples, "kiosk_errors_total", rpc="Verify", code="INVALID_ARGUMENT") == 1
+    assert sample(samples, "kiosk_retries_total", reason="no_face_in_live_frame") == 1
+    assert sample(samples, "kiosk_liveness_total", status="not_performed") == 4
+    assert sample(samples, "kiosk_request_duration_seconds_count", rpc="Verify") == 5
+    assert sample(samples, "kiosk_stage_duration_seconds_count", stage="embed") == 4
+    assert sample(samples, "kiosk_stage_duration_seconds_sum", stage="detect") > 0
+
+    assert sample(samples, "kiosk_ready") == 1
+    assert sample(samples, "kiosk_swap_active") == float(swap_active())
+    assert sample(samples, "kiosk_core_dumps_disabled") == float(core_dumps_disabled())
+    for role, version in verifier.model_versions.items():
+        assert sample(samples, "kiosk_model_info", role=role, version=version) == 1
+    for point in verifier.operating_points:
+        assert sample(samples, "kiosk_operating_point_threshold", target_fmr=f"{point.target_fmr:g}") == point.threshold
+    assert sample(samples, "kiosk_deployment_info", device_id="kiosk-test-7", hardware_profile=verifier.profile.name) == 1
+    assert sample(samples, "kiosk_build_info", version=kiosk_package.__version__) == 1
+
+    label_names = {name for (_, labels) in samples for name, _ in labels}
+    assert label_names <= ALLOWED_LABELS, label_names - ALLOWED_LABELS
+    label_values = " ".join(value for (_, labels) in samples for _, value in labels)
+    for personal in (personal_id, "s-personal", tls_files.client_subject_cn, "kiosk-A"):
+        assert personal not in label_values
+    for similarity in similarities:
+        assert not any(math.isclose(value, similarity, abs_tol=1e-6) for value in samples.values())
+
+    running.server.stop(0).wait()
+    with pytest.raises(urllib.error.URLError):
+        scrape(running.server.metrics_port)
+
+
+def test_metrics_are_off_by_default(kiosk):
+    assert Settings().metrics.listen == ""
+    assert kiosk.server.metrics_port == 0
+
+
+@pytest.mark.parametrize("listen", ["0.0.0.0:9464", "192.0.2.7:9464", "unix:/tmp/metrics.sock", "9464"])
+def test_metrics_listen_must_be_loopback_host_port(verifier, listen):
+    with pytest.raises(ConfigError, match="metrics"):
+        build_server(settings_with(metrics=listen), verifier)
+
+
+# --------------------------------------------------------------------------- logs
+
+
+CALL_KEYS = {
+    "rpc", "request_id", "client_identity", "status", "details", "decision", "reason", "liveness", "audit_id",
+    "duration_ms", "timings_ms",
+}  # fmt: skip
+
+
+def test_server_logs_are_json_lines_without_scores(tmp_path, photos):
+    socket = tmp_path / "kiosk.sock"
+    key = tmp_path / "audit.key"
+    key.write_text("ab" * 32)
+    key.chmod(0o600)
+    config = tmp_path / "kiosk.toml"
+    config.write_text(
+        f'[service]\nlisten = ["unix:{socket}"]\n'
+        f'[audit]\npath = "{tmp_path / "audit.jsonl"}"\nkey_file = "{key}"\n'
+        '[metrics]\nlisten = "127.0.0.1:0"\n'
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "kiosk", "--config", str(config), "serve"],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    address = f"unix:{socket}"
+    consent = Consent(True, CONSENT_VERSION)
+    try:
+        assert cli.main(["health", "--wait", str(TIMEOUT), address]) == 0
+        with KioskClient(address, timeout=TIMEOUT) as client:
+            verification = client.verify(
+                photos.scorsese[0].read_bytes(), [photos.scorsese[1].read_bytes()], consent=consent, request_id="log-1"
+            )
+            with pytest.raises(RemoteError):
+                client.verify(photos.scorsese[0].read_bytes(), [b""], consent=consent, request_id="log-2")
+            client.info()
+        process.send_signal(signal.SIGTERM)
+        _, log = process.communicate(timeout=TIMEOUT)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0, log
+
+    lines = [json.loads(line) for line in log.splitlines()]
+    assert all({"time", "level", "logger", "message"} <= set(line) for line in lines)
+    calls = {line.get("request_id") or line["rpc"]: line for line in lines if "rpc" in line}
+    assert all(set(line) >= CALL_KEYS for line in calls.values())
+
+    match = calls["log-1"]
+    assert (match["rpc"], match["status"], match["decision"], match["client_identity"]) == ("Verify", "OK", "match", "local")
+    assert match["audit_id"] and match["liveness"] == "not_performed"
+    assert {"decode", "detect", "embed"} <= set(match["timings_ms"])
+    refused = calls["log-2"]
+    assert (refused["status"], refused["decision"]) == ("INVALID_ARGUMENT", "")
+    assert refused["details"] == "image is empty (0 bytes)"
+    assert calls["GetInfo"]["status"] == "OK"
+    assert any(line["message"].startswith("metrics on http://127.0.0.1:") for line in lines)
+    # The audit record holds a rounded similarity; the log holds none at all.
+    assert "similarity" not in log
+    assert repr(verification.similarity) not in log and f"{verification.similarity:.4f}" not in log
+
+
+# --------------------------------------------------------------------------- fleet view
+
+
+def test_get_info_tells_the_back_office_what_runs(kiosk, verifier):
+    info = kiosk.stub().GetInfo(pb.InfoRequest(), timeout=TIMEOUT)
+
+    assert info.service_version == kiosk_package.__version__
+    assert {"python", "onnxruntime", "opencv", "numpy", "grpcio", "protobuf"} == set(info.runtime_versions)
+    assert info.runtime_versions["onnxruntime"]
+    assert info.calibration_created == verifier.calibration.created
+    assert info.board_model == read_board_model()
