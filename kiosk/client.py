@@ -10,6 +10,7 @@ service allows only on loopback and unix sockets.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import threading
@@ -31,6 +32,7 @@ from kiosk.server.calls import (
     Consent,
     DecisionEvent,
     GuidanceEvent,
+    PromptEvent,
     SessionOpening,
     SessionUpdate,
     VerifyCall,
@@ -116,9 +118,13 @@ class KioskClient:
     ) -> Iterator[SessionUpdate]:
         """Stream ``frames`` (at most ``fps`` per second; None = as fast as possible) and yield the server's events.
 
-        The last event is a ``DecisionEvent``; frames not yet sent by then are dropped.
+        Each frame without a nonce of its own is sent echoing the latest challenge prompt
+        received so far, as a kiosk does. The last event is a ``DecisionEvent``; frames
+        not yet sent by then are dropped.
         """
         finished = threading.Event()
+        # Written by the response loop, read by the request thread: one reference, swapped whole.
+        latest_nonce = [""]
         opening = SessionOpening(CallMeta(request_id, device_id, consent, target_fmr), id_photo)
 
         def requests() -> Iterator[kiosk_pb2.SessionRequest]:
@@ -129,13 +135,18 @@ class KioskClient:
                 # Waiting on the event, not sleeping: the stream stops as soon as the call ends.
                 if finished.wait(max(0.0, due - time.monotonic())):
                     return
+                if not frame.challenge_nonce:
+                    frame = dataclasses.replace(frame, challenge_nonce=latest_nonce[0])
                 yield convert.frame_to_proto(frame)
                 due += interval
 
         call = self._stub.VerifySession(requests(), timeout=self.timeout)
         try:
             for event in call:
-                yield convert.session_update_from_proto(event)
+                update = convert.session_update_from_proto(event)
+                if isinstance(update, PromptEvent):
+                    latest_nonce[0] = update.prompt.nonce
+                yield update
         except grpc.RpcError as e:
             raise RemoteError(self.address, e) from None
         finally:
@@ -200,6 +211,15 @@ def _print_guidance(event: GuidanceEvent, as_json: bool) -> None:
         print(f"frame {event.frame_index}: {text}", flush=True)
 
 
+def _print_prompt(event: PromptEvent, as_json: bool) -> None:
+    prompt = event.prompt
+    if as_json:
+        fields = {"step": prompt.step, "challenge": prompt.challenge.value, "deadline_ms": prompt.deadline_ms}
+        print(json.dumps({"event": "prompt", **fields, "message": prompt.message}), flush=True)
+    else:
+        print(f"challenge {prompt.step}: {prompt.message} (by {prompt.deadline_ms} ms)", flush=True)
+
+
 def run_session_command(args: argparse.Namespace) -> int:
     """`kiosk session --server ADDR --id-photo F FRAME...`: stream frames, print guidance, then the decision."""
     try:
@@ -225,6 +245,8 @@ def run_session_command(args: argparse.Namespace) -> int:
             for update in updates:
                 if isinstance(update, GuidanceEvent):
                     _print_guidance(update, args.json)
+                elif isinstance(update, PromptEvent):
+                    _print_prompt(update, args.json)
                 elif isinstance(update, DecisionEvent):
                     decision = update.verification
         if decision is None:

@@ -196,6 +196,86 @@ class MetricsSettings:
     listen: str = ""
 
 
+CHALLENGE_NAMES = ("blink", "turn_left", "turn_right", "open_mouth", "nod")
+
+
+@dataclass(frozen=True)
+class LivenessChallengeSettings:
+    """Active liveness in live sessions: random challenges measured on the face mesh.
+
+    Ratios and angles below were measured on the 468-point mesh of 38 real faces from
+    the shared data (models/README.md, "Face mesh"): baseline EAR 0.24 +- 0.04, MAR of
+    closed mouths 0.09 +- 0.10; rotating the faces' own 3-D meshes moved yaw by 0.18 per
+    10 degrees and pitch by 0.15 per 10 degrees.
+    """
+
+    # Ask for challenges in live sessions. Off, a session decides on the face match
+    # alone and reports liveness NOT_PERFORMED: only for tests and lab set-ups.
+    enabled: bool = True
+    # Challenges a session draws from: blink, turn_left, turn_right, open_mouth, nod.
+    challenges: tuple[str, ...] = CHALLENGE_NAMES
+    # Fewest challenges per session; the number is drawn at random in [min, max].
+    min_challenges: int = 2
+    # Most challenges per session. 2-3 distinct challenges in a random order give
+    # 20-60 possible sequences (2 of 5 alone: 20), so a recording rarely fits.
+    max_challenges: int = 3
+    # Time for one challenge, in ms of frame time from the frame that issued its
+    # prompt: a person needs about 1 s to react and act; 3 s is 30 frames at 10 fps.
+    step_window_ms: int = 3000
+    # Frames with a face that set the person's neutral baseline before the first prompt.
+    baseline_frames: int = 3
+    # Frames must echo the current prompt's nonce (CameraFrame.challenge_nonce) to
+    # count for it, proving they were captured after the prompt reached the kiosk.
+    require_nonce_echo: bool = True
+    # A blink: both eyes' EAR at most this fraction of the baseline EAR (closed) ...
+    blink_closed_ratio: float = 0.6
+    # ... then the mean EAR back to at least this fraction (open again).
+    blink_open_ratio: float = 0.85
+    # A turn: yaw moved at least this far from the baseline (0.30 is about 17 degrees).
+    turn_min_yaw: float = 0.30
+    # A nod: pitch moved at least this far (0.20 is about 13 degrees), then back
+    # within neutral_pitch.
+    nod_min_pitch: float = 0.20
+    # An open mouth: MAR at least this much above the baseline (a gap of 30 % of the
+    # mouth's width; closed mouths measured 0.09 +- 0.10).
+    mouth_min_increase: float = 0.30
+    # Neutral face, needed after each prompt before the action counts: |yaw change|
+    # at most this (about 7 degrees) ...
+    neutral_yaw: float = 0.12
+    # ... |pitch change| at most this (about 7 degrees) ...
+    neutral_pitch: float = 0.10
+    # ... and MAR at most this much above the baseline.
+    neutral_mar: float = 0.15
+    # Eye and mouth ratios count only while the face's height/width stays within this
+    # fraction of the baseline's: squashing a photo to fake a blink changes it by 40 %,
+    # a real blink not at all, an open mouth by 10-20 %.
+    shape_tolerance: float = 0.25
+    # Every usable frame's embedding must have at least this cosine similarity with the
+    # session's first live embedding. 0.52 is the calibrated threshold for a 1 % false
+    # match rate: a swapped person is caught on 99 % of frames, and on every frame after.
+    identity_min_similarity: float = 0.52
+    # Shortest interval between frame timestamps in ms: closer frames (above 50 fps)
+    # come from no kiosk camera.
+    min_frame_interval_ms: int = 20
+    # Longest gap between frames in ms once challenges started: a blink lasts
+    # 100-400 ms, so longer gaps could hide or splice one.
+    max_frame_gap_ms: int = 500
+    # Longest time in ms the face may be missing during the challenges (a detector
+    # miss on a blurred frame) before the session fails with face_lost.
+    max_face_missing_ms: int = 300
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.challenges) - set(CHALLENGE_NAMES))
+        if unknown:
+            raise ConfigError(f"liveness_challenge.challenges: unknown challenge(s) {', '.join(unknown)}")
+        if len(set(self.challenges)) != len(self.challenges):
+            raise ConfigError("liveness_challenge.challenges: a challenge is listed twice")
+        if not 1 <= self.min_challenges <= self.max_challenges <= len(self.challenges):
+            raise ConfigError(
+                "liveness_challenge: need 1 <= min_challenges <= max_challenges <= the number of challenges"
+            )
+
+
 @dataclass(frozen=True)
 class Settings:
     # The gRPC service: listeners, TLS, message size, concurrency, deadlines.
@@ -216,6 +296,8 @@ class Settings:
     audit: AuditSettings = field(default_factory=AuditSettings)
     # The Prometheus metrics endpoint for the back office.
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    # Active liveness challenges in live sessions.
+    liveness_challenge: LivenessChallengeSettings = field(default_factory=LivenessChallengeSettings)
 
 
 T = typing.TypeVar("T")

@@ -71,6 +71,11 @@ class FaceMesh:
         self.size = int(entry.input.shape[1])
         self.mesh_output, self.score_output = entry.outputs
 
+    def warm_up(self) -> None:
+        """One inference on a blank crop, so the first live frame does not pay for initialisation."""
+        blank = np.zeros((1, self.size, self.size, 3), dtype=np.uint8)
+        self.session.run([self.mesh_output], {self.entry.input.name: to_input_tensor(blank, self.entry.input)})
+
     def landmarks(self, image: BgrImage, detection: FaceDetection) -> FaceMeshResult:
         matrix = mesh_crop_matrix(detection, self.size)
         crop = cv2.warpAffine(image, matrix, (self.size, self.size), flags=cv2.INTER_LINEAR)

@@ -1,26 +1,73 @@
 """A live verification session: the ID photo once, then camera frames until a decision.
 
 The ID-photo embedding is computed once and held only in the session's scratch. Each
-frame yields guidance the kiosk UI can show (no face, move closer, hold still, ...);
-once enough usable frames are in, their fused embedding is compared and the session
-ends with a decision. Closing the session wipes everything it held.
+frame yields guidance the kiosk UI can show (no face, move closer, hold still, ...).
+With active liveness on (the default), the first frames with a good face set the
+person's neutral baseline, then the session prompts a random sequence of challenges
+(``kiosk.pipeline.challenge``) measured on the face mesh of every frame. The session
+ends with a decision once
+
+- the fused embedding of the usable frames matches the ID photo (as before),
+- every challenge was met in order, each within its window,
+- the face never left the frame, no second person appeared, and every usable frame's
+  embedding matches the session's first live embedding (the same person throughout),
+- the frame timestamps advance at a plausible camera rate, without long gaps.
+
+Any failed liveness check ends the session at once: RETRY with reason
+``liveness_failed`` and the check's name in ``Verification.liveness``. Closing the
+session wipes everything it held.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
-from kiosk.errors import InvalidRequest, Undecidable
+from kiosk.errors import InvalidRequest, MultipleFaces, Undecidable
+from kiosk.pipeline import quality
+from kiosk.pipeline.align import align_face
+from kiosk.pipeline.challenge import (
+    ChallengeFailed,
+    ChallengePlan,
+    ChallengeRun,
+    FaceMeasures,
+    FrameTiming,
+    Prompt,
+    StepPassed,
+    measure,
+)
 from kiosk.pipeline.compare import cosine_similarity, fuse_embeddings
 from kiosk.pipeline.decode import decode_image, decode_raw_frame
+from kiosk.pipeline.landmarks import FaceMesh
 from kiosk.pipeline.scratch import Scratch, StageTimer
-from kiosk.pipeline.types import Decision, Embedding, FaceFinding, ImageRole, OperatingPoint, Verification
+from kiosk.pipeline.types import (
+    BgrImage,
+    Decision,
+    Embedding,
+    FaceDetection,
+    FaceFinding,
+    ImageRole,
+    LivenessOutcome,
+    LivenessStatus,
+    OperatingPoint,
+    Verification,
+)
 from kiosk.pipeline.verifier import AnalysedFace, Verifier, decide
+from kiosk.settings import LivenessChallengeSettings
 
 # Guidance codes for capture problems that are not quality findings.
 NO_FACE = "NO_FACE"
 ONLY_ONE_PERSON = "ONLY_ONE_PERSON"
 GOOD_FRAME = "GOOD_FRAME"
+
+# Liveness checks the session itself makes (the challenge module names the others).
+MULTIPLE_FACES = "multiple_faces"
+IDENTITY_CHANGED = "identity_changed"
+LIVENESS_FAILED = "liveness_failed"
+
+# The mesh's face flag is 1.00 on every detected LFW face and at most 0.002 on
+# background patches (models/README.md): below one half, the mesh did not see a face.
+MIN_MESH_FACE_SCORE = 0.5
 
 _MESSAGES = {
     NO_FACE: "No face found: look at the camera",
@@ -49,6 +96,8 @@ class Frame:
     pixel_format: str = "encoded"
     width: int = 0
     height: int = 0
+    # Nonce of the latest challenge prompt the kiosk had when it captured the frame.
+    challenge_nonce: str = ""
 
 
 @dataclass(frozen=True)
@@ -59,12 +108,13 @@ class Guidance:
 
 @dataclass(frozen=True)
 class FrameResult:
-    """What one frame produced: guidance for the UI, and the decision when the session ends."""
+    """What one frame produced: guidance, a challenge prompt, and the decision when the session ends."""
 
     frame_index: int
     guidance: tuple[Guidance, ...]
     finding: FaceFinding | None
     verification: Verification | None = None
+    prompt: Prompt | None = None
 
 
 @dataclass(frozen=True)
@@ -73,13 +123,44 @@ class SessionLimits:
     max_frames: int = 300
 
 
-class LiveSession:
-    """Use as ``with verifier.open_session(id_photo) as session: session.add_frame(frame)``."""
+class LandmarkMeasurer(Protocol):
+    """Where a frame's challenge measures come from; tests substitute a scripted series."""
 
-    def __init__(self, verifier: Verifier, operating_point: OperatingPoint, limits: SessionLimits):
+    def measure(self, image: BgrImage, face: FaceDetection) -> FaceMeasures | None: ...
+
+
+class MeshMeasurer:
+    """Measures from the face mesh; None when the mesh does not confirm a face in the crop."""
+
+    def __init__(self, face_mesh: FaceMesh):
+        self.face_mesh = face_mesh
+
+    def measure(self, image: BgrImage, face: FaceDetection) -> FaceMeasures | None:
+        result = self.face_mesh.landmarks(image, face)
+        try:
+            if result.face_score < MIN_MESH_FACE_SCORE:
+                return None
+            return measure(result.points)
+        finally:
+            result.points.fill(0)
+
+
+class LiveSession:
+    """Use as ``with open_session(verifier, id_photo) as session: session.add_frame(frame)``."""
+
+    def __init__(
+        self,
+        verifier: Verifier,
+        operating_point: OperatingPoint,
+        limits: SessionLimits,
+        challenges: LivenessChallengeSettings,
+        measurer: LandmarkMeasurer | None = None,
+        plan: ChallengePlan | None = None,
+    ):
         self.verifier = verifier
         self.operating_point = operating_point
         self.limits = limits
+        self.challenge_settings = challenges
         self.scratch = Scratch()
         self.timer = StageTimer()
         self.findings: list[FaceFinding] = []
@@ -88,10 +169,30 @@ class LiveSession:
         self.frames_seen = 0
         self.last_timestamp_ms: int | None = None
         self.verification: Verification | None = None
+        self.model_versions = dict(verifier.model_versions)
+        self.challenge_run: ChallengeRun | None = None
+        self.timing = FrameTiming(challenges)
+        self.passed_challenges: list[str] = []
+        self.measurer: LandmarkMeasurer | None = None
+        if challenges.enabled:
+            if measurer is None:
+                if verifier.face_mesh is None:
+                    raise InvalidRequest("liveness challenges need the face mesh model, which is not loaded")
+                measurer = MeshMeasurer(verifier.face_mesh)
+                self.model_versions["face_mesh"] = verifier.face_mesh.entry.version
+            self.measurer = measurer
+            self.challenge_run = ChallengeRun(plan or ChallengePlan.draw(challenges), challenges)
 
     @property
     def done(self) -> bool:
         return self.verification is not None
+
+    def waiting_for(self) -> str:
+        """What the session still needs before it can decide, for an error message."""
+        run = self.challenge_run
+        if run is not None and run.prompted and not run.passed:
+            return "the liveness challenges are not done"
+        return f"{self.limits.usable_frames_needed} usable frames are needed"
 
     def start(self, id_photo: bytes) -> Verification | None:
         """Analyse the ID photo; returns a RETRY verification (session over) if it is unusable."""
@@ -115,26 +216,95 @@ class LiveSession:
         self.last_timestamp_ms = frame.timestamp_ms
         index = self.frames_seen
         self.frames_seen += 1
+        run = self.challenge_run
+        if run is not None:
+            timing = self.timing.problem(frame.timestamp_ms, gaps_matter=run.prompted)
+            if timing is not None:
+                return self._liveness_failed(index, None, timing)
         with self.timer.stage("decode"):
             image = self.scratch.keep(self._decode(frame))
-        frame_findings: list[FaceFinding] = []
         try:
-            face = self.verifier.analyse_image(
-                self.scratch, image, ImageRole.LIVE_FRAME, index, frame_findings, self.timer
-            )
-        except Undecidable as e:
-            finding = frame_findings[-1] if frame_findings else None
-            result = FrameResult(index, self._guidance_for(e, finding), finding)
-            return self._maybe_give_up(result)
+            return self._analyse(frame, index, image)
         finally:
             # Only the latest frame's pixels are needed; wipe them now rather than at session end.
             image.fill(0)
-        self.live_embeddings.append(face.embedding)
-        self.findings.append(face.finding)
-        if len(self.live_embeddings) >= self.limits.usable_frames_needed:
+
+    def _analyse(self, frame: Frame, index: int, image: BgrImage) -> FrameResult:
+        run = self.challenge_run
+        with self.timer.stage("detect"):
+            try:
+                face = self.verifier.subject_face(self.scratch, image, ImageRole.LIVE_FRAME)
+            except Undecidable as e:
+                self.findings.append(FaceFinding(ImageRole.LIVE_FRAME, index, face_found=False))
+                if run is not None and run.prompted and isinstance(e, MultipleFaces):
+                    failure = ChallengeFailed(MULTIPLE_FACES, "a second person came into view during the challenge")
+                    return self._liveness_failed(index, None, failure)
+                guidance = self._guidance_for(e, None)
+                return self._after_challenge(frame, index, None, guidance, None)
+        with self.timer.stage("align"):
+            aligned = self.scratch.keep(align_face(image, face.landmarks))
+        with self.timer.stage("quality"):
+            checks = quality.assess(face.landmarks, aligned, self.verifier.quality_limits(ImageRole.LIVE_FRAME))
+        finding = FaceFinding(ImageRole.LIVE_FRAME, index, True, face.box, face.score, checks)
+        self.findings.append(finding)
+        usable = not quality.failed(checks)
+        measures = None
+        if self.measurer is not None:
+            with self.timer.stage("landmarks"):
+                measures = self.measurer.measure(image, face)
+        if usable:
+            with self.timer.stage("embed"):
+                embedding = self.scratch.keep(self.verifier.embedder.embed(aligned))
+            aligned.fill(0)
+            if self.live_embeddings:
+                with self.timer.stage("compare"):
+                    same_person = cosine_similarity(self.live_embeddings[0], embedding)
+                if run is not None and same_person < self.challenge_settings.identity_min_similarity:
+                    failure = ChallengeFailed(
+                        IDENTITY_CHANGED, "the face in front of the camera changed during the session"
+                    )
+                    return self._liveness_failed(index, finding, failure)
+            self.live_embeddings.append(embedding)
+            guidance = (Guidance(GOOD_FRAME, guidance_message(GOOD_FRAME)),)
+        else:
+            aligned.fill(0)
+            guidance = self._guidance_for(None, finding)
+            if run is not None and not run.prompted:
+                # Baseline frames must be good, face-on frames: a turned or blurred face
+                # would shift the person's neutral measures.
+                measures = None
+        return self._after_challenge(frame, index, finding, guidance, measures)
+
+    def _after_challenge(
+        self,
+        frame: Frame,
+        index: int,
+        finding: FaceFinding | None,
+        guidance: tuple[Guidance, ...],
+        measures: FaceMeasures | None,
+    ) -> FrameResult:
+        """Feed the frame's measures to the challenges, then decide if everything is in."""
+        run = self.challenge_run
+        prompt = None
+        if run is not None:
+            was_prompted = run.prompted
+            for event in run.observe(frame.timestamp_ms, measures, frame.challenge_nonce):
+                if isinstance(event, ChallengeFailed):
+                    return self._liveness_failed(index, finding, event)
+                if isinstance(event, StepPassed):
+                    self.passed_challenges.append(event.challenge.value)
+                if isinstance(event, Prompt):
+                    prompt = event
+            if was_prompted and not run.passed and (not guidance or guidance[0].code != NO_FACE):
+                # While a challenge runs, its prompt is the instruction; pose guidance
+                # ("look straight at the camera") would contradict a turn or a nod.
+                guidance = ()
+        ready = run is None or run.passed
+        if ready and len(self.live_embeddings) >= self.limits.usable_frames_needed:
             self.verification = self._decide()
-            return FrameResult(index, (), face.finding, self.verification)
-        return FrameResult(index, (Guidance(GOOD_FRAME, guidance_message(GOOD_FRAME)),), face.finding)
+            return FrameResult(index, (), finding, self.verification, prompt)
+        result = FrameResult(index, guidance, finding, None, prompt)
+        return self._maybe_give_up(result)
 
     def _decode(self, frame: Frame):
         limits = self.verifier.image_limits
@@ -143,11 +313,12 @@ class LiveSession:
         return decode_raw_frame(frame.data, frame.width, frame.height, frame.pixel_format, limits)
 
     @staticmethod
-    def _guidance_for(error: Undecidable, finding: FaceFinding | None) -> tuple[Guidance, ...]:
+    def _guidance_for(error: Undecidable | None, finding: FaceFinding | None) -> tuple[Guidance, ...]:
+        """Guidance from the finding's failed quality checks, else from the detection error."""
         if finding is not None and finding.quality:
             codes = dict.fromkeys(q.code for q in finding.quality if not q.passed)
             return tuple(Guidance(code, guidance_message(code)) for code in codes)
-        code = ONLY_ONE_PERSON if error.reason.startswith("multiple_faces") else NO_FACE
+        code = ONLY_ONE_PERSON if isinstance(error, MultipleFaces) else NO_FACE
         return (Guidance(code, guidance_message(code)),)
 
     def _maybe_give_up(self, result: FrameResult) -> FrameResult:
@@ -158,22 +329,38 @@ class LiveSession:
         )
         return FrameResult(result.frame_index, result.guidance, result.finding, self.verification)
 
+    def _liveness_failed(self, index: int, finding: FaceFinding | None, failure: ChallengeFailed) -> FrameResult:
+        outcome = LivenessOutcome(LivenessStatus.FAILED, failure.check, None, tuple(self.passed_challenges))
+        self.verification = self._result(Decision.RETRY, LIVENESS_FAILED, None, failure.message, outcome)
+        return FrameResult(index, (), finding, self.verification)
+
     def _decide(self) -> Verification:
         with self.timer.stage("compare"):
             probe = self.scratch.keep(fuse_embeddings(self.live_embeddings))
             similarity = cosine_similarity(self.reference.embedding, probe)
-        return self._result(decide(similarity, self.operating_point), "", similarity, "")
+        outcome = LivenessOutcome()
+        if self.challenge_run is not None:
+            outcome = LivenessOutcome(LivenessStatus.PASSED, "", None, tuple(self.passed_challenges))
+        return self._result(decide(similarity, self.operating_point), "", similarity, "", outcome)
 
-    def _result(self, decision: Decision, reason: str, similarity: float | None, message: str) -> Verification:
+    def _result(
+        self,
+        decision: Decision,
+        reason: str,
+        similarity: float | None,
+        message: str,
+        liveness: LivenessOutcome | None = None,
+    ) -> Verification:
         return Verification(
             decision=decision,
             reason=reason,
             similarity=similarity,
             operating_point=self.operating_point,
             findings=tuple(self.findings),
-            model_versions=dict(self.verifier.model_versions),
+            model_versions=dict(self.model_versions),
             timings_ms=self.timer.as_dict(),
             message=message,
+            liveness=liveness or LivenessOutcome(),
         )
 
     def close(self) -> None:
@@ -189,10 +376,28 @@ class LiveSession:
 
 
 def open_session(
-    verifier: Verifier, id_photo: bytes, target_fmr: float | None = None, limits: SessionLimits = SessionLimits()
+    verifier: Verifier,
+    id_photo: bytes,
+    target_fmr: float | None = None,
+    limits: SessionLimits = SessionLimits(),
+    *,
+    challenges: LivenessChallengeSettings | None = None,
+    measurer: LandmarkMeasurer | None = None,
+    plan: ChallengePlan | None = None,
 ) -> LiveSession:
-    """A started session; if the ID photo is unusable, ``session.done`` is already true."""
-    session = LiveSession(verifier, verifier.operating_point(target_fmr), limits)
+    """A started session; if the ID photo is unusable, ``session.done`` is already true.
+
+    ``challenges`` defaults to the verifier's settings. ``measurer`` and ``plan`` replace
+    the face-mesh measures and the random plan: only tests pass them.
+    """
+    session = LiveSession(
+        verifier,
+        verifier.operating_point(target_fmr),
+        limits,
+        challenges or verifier.settings.liveness_challenge,
+        measurer,
+        plan,
+    )
     try:
         session.start(id_photo)
     except BaseException:

@@ -75,6 +75,25 @@ class OperatingPoint:
     threshold: float
 
 
+class LivenessStatus(enum.Enum):
+    NOT_PERFORMED = "not_performed"
+    PASSED = "passed"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class LivenessOutcome:
+    """Presentation-attack checks of a verification: which ran, and which one failed."""
+
+    status: LivenessStatus = LivenessStatus.NOT_PERFORMED
+    # Stable name of the failed check (FAILED only), e.g. "challenge_timeout".
+    failed_check: str = ""
+    # Lowest passive (single-frame) liveness score over the frames, when that model ran.
+    passive_score: float | None = None
+    # The active challenges passed, in the order they were asked for.
+    challenges_passed: tuple[str, ...] = ()
+
+
 @dataclass(frozen=True)
 class Verification:
     """Outcome of one ID photo vs live photo(s) comparison."""
@@ -88,3 +107,4 @@ class Verification:
     model_versions: dict[str, str] = field(default_factory=dict)
     timings_ms: dict[str, float] = field(default_factory=dict)
     message: str = ""
+    liveness: LivenessOutcome = field(default_factory=LivenessOutcome)

@@ -23,6 +23,7 @@ from kiosk.pipeline.compare import cosine_similarity, fuse_embeddings
 from kiosk.pipeline.decode import ImageLimits, decode_image
 from kiosk.pipeline.detect import MtcnnDetector, MtcnnThresholds, dominant_face
 from kiosk.pipeline.embed import Embedder
+from kiosk.pipeline.landmarks import FaceMesh
 from kiosk.pipeline.scratch import Scratch, StageTimer
 from kiosk.pipeline.types import (
     BgrImage,
@@ -76,8 +77,11 @@ class Verifier:
         settings: Settings,
         profile: HardwareProfile,
         model_versions: dict[str, str],
+        face_mesh: FaceMesh | None = None,
     ):
         self.detector = detector
+        # Dense landmarks for the live session's challenges; the Verify path does not use them.
+        self.face_mesh = face_mesh
         self.embedder = embedder
         self.calibration = calibration
         self.settings = settings
@@ -106,7 +110,8 @@ class Verifier:
             if calibrated
             else None
         )
-        verifier = cls(detector, embedder, calibration, settings, profile, versions)
+        face_mesh = FaceMesh(*factory.create("face_mesh"))
+        verifier = cls(detector, embedder, calibration, settings, profile, versions, face_mesh)
         verifier.warm_up()
         return verifier
 
@@ -127,6 +132,8 @@ class Verifier:
         blank = np.full((240, 320, 3), 128, dtype=np.uint8)
         self.detector.detect(blank, self.profile.detector.min_face_px)
         self.embedder.embed(np.zeros((112, 112, 3), dtype=np.uint8))
+        if self.face_mesh is not None:
+            self.face_mesh.warm_up()
 
     def verify(
         self, id_photo: bytes, live_photos: Sequence[bytes], target_fmr: float | None = None

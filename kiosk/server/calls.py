@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from kiosk.pipeline.challenge import Prompt
 from kiosk.pipeline.session import Guidance
 from kiosk.pipeline.types import FaceFinding, Verification
 
@@ -61,6 +62,13 @@ class FrameEvent:
 
 
 @dataclass(frozen=True)
+class PromptEvent:
+    """A liveness challenge the person must now perform; frames answering it echo ``prompt.nonce``."""
+
+    prompt: Prompt
+
+
+@dataclass(frozen=True)
 class DecisionEvent:
     """The session's outcome: always its last event."""
 
@@ -68,4 +76,4 @@ class DecisionEvent:
     audit_id: str
 
 
-SessionUpdate = GuidanceEvent | FrameEvent | DecisionEvent
+SessionUpdate = GuidanceEvent | FrameEvent | PromptEvent | DecisionEvent

@@ -13,12 +13,15 @@ from __future__ import annotations
 import math
 
 from kiosk.errors import InvalidRequest, KioskError
+from kiosk.pipeline.challenge import Challenge, Prompt
 from kiosk.pipeline.session import Frame, FrameResult, Guidance
 from kiosk.pipeline.types import (
     Box,
     Decision,
     FaceFinding,
     ImageRole,
+    LivenessOutcome,
+    LivenessStatus,
     OperatingPoint,
     QualityFinding,
     Verification,
@@ -29,6 +32,7 @@ from kiosk.server.calls import (
     DecisionEvent,
     FrameEvent,
     GuidanceEvent,
+    PromptEvent,
     SessionOpening,
     SessionUpdate,
     VerifyCall,
@@ -49,6 +53,22 @@ _PIXEL_FORMATS = {"bgr": pb.RawImage.BGR, "nv12": pb.RawImage.NV12}
 _DECISIONS_FROM_PROTO = {v: k for k, v in _DECISIONS.items()}
 _ROLES_FROM_PROTO = {v: k for k, v in _ROLES.items()}
 _PIXEL_FORMATS_FROM_PROTO = {v: k for k, v in _PIXEL_FORMATS.items()}
+_CHALLENGES = {
+    Challenge.BLINK: pb.ChallengePrompt.BLINK,
+    Challenge.TURN_LEFT: pb.ChallengePrompt.TURN_LEFT,
+    Challenge.TURN_RIGHT: pb.ChallengePrompt.TURN_RIGHT,
+    Challenge.OPEN_MOUTH: pb.ChallengePrompt.OPEN_MOUTH,
+    Challenge.NOD: pb.ChallengePrompt.NOD,
+}
+_CHALLENGES_FROM_PROTO = {v: k for k, v in _CHALLENGES.items()}
+_LIVENESS = {
+    LivenessStatus.NOT_PERFORMED: pb.LivenessOutcome.NOT_PERFORMED,
+    LivenessStatus.PASSED: pb.LivenessOutcome.PASSED,
+    LivenessStatus.FAILED: pb.LivenessOutcome.FAILED,
+}
+_LIVENESS_FROM_PROTO = {v: k for k, v in _LIVENESS.items()}
+# Server nonces are 16 hex digits; anything much longer is not an echo of one.
+MAX_NONCE_CHARS = 64
 
 
 # --------------------------------------------------------------------------- requests
@@ -118,19 +138,24 @@ def frame_from_proto(message: pb.SessionRequest) -> Frame:
         )
     frame = message.frame
     image = frame.WhichOneof("image")
+    nonce = frame.challenge_nonce
+    if len(nonce) > MAX_NONCE_CHARS:
+        raise InvalidRequest(f"challenge_nonce is {len(nonce)} characters; at most {MAX_NONCE_CHARS} are allowed")
     if image == "encoded":
-        return Frame(frame.encoded, frame.timestamp_ms)
+        return Frame(frame.encoded, frame.timestamp_ms, challenge_nonce=nonce)
     if image == "raw":
         pixel_format = _PIXEL_FORMATS_FROM_PROTO.get(frame.raw.pixel_format)
         if pixel_format is None:
             raise InvalidRequest("raw frame needs pixel_format BGR or NV12")
-        return Frame(frame.raw.data, frame.timestamp_ms, pixel_format, frame.raw.width, frame.raw.height)
+        raw = frame.raw
+        return Frame(raw.data, frame.timestamp_ms, pixel_format, raw.width, raw.height, challenge_nonce=nonce)
     raise InvalidRequest("frame has no image (neither encoded nor raw)")
 
 
 def frame_to_proto(frame: Frame) -> pb.SessionRequest:
+    stamps = {"timestamp_ms": frame.timestamp_ms, "challenge_nonce": frame.challenge_nonce}
     if frame.pixel_format == "encoded":
-        camera = pb.CameraFrame(encoded=frame.data, timestamp_ms=frame.timestamp_ms)
+        camera = pb.CameraFrame(encoded=frame.data, **stamps)
     else:
         raw = pb.RawImage(
             data=frame.data,
@@ -138,7 +163,7 @@ def frame_to_proto(frame: Frame) -> pb.SessionRequest:
             height=frame.height,
             pixel_format=_PIXEL_FORMATS[frame.pixel_format],
         )
-        camera = pb.CameraFrame(raw=raw, timestamp_ms=frame.timestamp_ms)
+        camera = pb.CameraFrame(raw=raw, **stamps)
     return pb.SessionRequest(frame=camera)
 
 
@@ -193,12 +218,24 @@ def verification_to_proto(verification: Verification, request_id: str, audit_id:
         model_versions=verification.model_versions,
         timings_ms=verification.timings_ms,
         audit_id=audit_id,
-        # The domain result has no liveness yet: the liveness stage will fill this in.
-        liveness=pb.LivenessOutcome(status=pb.LivenessOutcome.NOT_PERFORMED),
+        liveness=_liveness_to_proto(verification.liveness),
     )
     if verification.similarity is not None:
         response.similarity = verification.similarity
     return response
+
+
+def _liveness_to_proto(liveness: LivenessOutcome) -> pb.LivenessOutcome:
+    message = pb.LivenessOutcome(status=_LIVENESS[liveness.status], failed_check=liveness.failed_check)
+    if liveness.passive_score is not None:
+        message.passive_score = liveness.passive_score
+    return message
+
+
+def _liveness_from_proto(message: pb.LivenessOutcome) -> LivenessOutcome:
+    status = _LIVENESS_FROM_PROTO.get(message.status, LivenessStatus.NOT_PERFORMED)
+    passive = message.passive_score if message.HasField("passive_score") else None
+    return LivenessOutcome(status, message.failed_check, passive)
 
 
 def verification_from_proto(response: pb.VerifyResponse) -> Verification:
@@ -214,6 +251,7 @@ def verification_from_proto(response: pb.VerifyResponse) -> Verification:
         model_versions=dict(response.model_versions),
         timings_ms=dict(response.timings_ms),
         message=response.message,
+        liveness=_liveness_from_proto(response.liveness),
     )
 
 
@@ -229,7 +267,27 @@ def frame_events(result: FrameResult) -> list[pb.SessionEvent]:
     if result.guidance:
         items = [pb.GuidanceItem(code=g.code, message=g.message) for g in result.guidance]
         events.append(pb.SessionEvent(guidance=pb.Guidance(frame_index=result.frame_index, items=items)))
+    if result.prompt is not None:
+        events.append(pb.SessionEvent(prompt=_prompt_to_proto(result.prompt)))
     return events
+
+
+def _prompt_to_proto(prompt: Prompt) -> pb.ChallengePrompt:
+    return pb.ChallengePrompt(
+        challenge=_CHALLENGES[prompt.challenge],
+        nonce=prompt.nonce,
+        deadline_ms=prompt.deadline_ms,
+        step=prompt.step,
+        message=prompt.message,
+    )
+
+
+def _prompt_from_proto(message: pb.ChallengePrompt) -> Prompt:
+    challenge = _CHALLENGES_FROM_PROTO.get(message.challenge)
+    if challenge is None:
+        raise KioskError("the server sent a challenge this client does not know")
+    # The window is not on the wire: the deadline is what the kiosk needs.
+    return Prompt(message.step, challenge, message.nonce, message.deadline_ms, window_ms=0)
 
 
 def decision_event(verification: Verification, request_id: str, audit_id: str) -> pb.SessionEvent:
@@ -248,7 +306,7 @@ def session_update_from_proto(event: pb.SessionEvent) -> SessionUpdate:
     if kind == "decision":
         return DecisionEvent(verification_from_proto(event.decision), event.decision.audit_id)
     if kind == "prompt":
-        raise KioskError("the server sent a liveness challenge, which this client cannot answer")
+        return PromptEvent(_prompt_from_proto(event.prompt))
     raise KioskError("the server sent an empty session event")
 
 

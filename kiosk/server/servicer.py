@@ -87,10 +87,9 @@ class KioskServicer(kiosk_pb2_grpc.KioskServicer):
                     while not session.done:
                         message = reader.read(deadline, f"frame {session.frames_seen}")
                         if message is None:
-                            needed = session.limits.usable_frames_needed
                             raise InvalidRequest(
                                 f"the session ended after {session.frames_seen} frame(s), before a decision: "
-                                f"{needed} usable frames are needed"
+                                f"{session.waiting_for()}"
                             )
                         result = session.add_frame(convert.frame_from_proto(message))
                         deadline.check(f"analysing frame {result.frame_index}")
@@ -110,7 +109,9 @@ class KioskServicer(kiosk_pb2_grpc.KioskServicer):
         opening = convert.session_opening_from_proto(reader.read(deadline, "the start message"))
         caller = self.policy.caller(client_identity(context), opening.meta)
         self.policy.admit(caller, opening.meta, verifier.model_versions)
-        session = open_session(verifier, opening.id_photo, opening.meta.target_fmr)
+        session = open_session(
+            verifier, opening.id_photo, opening.meta.target_fmr, challenges=self.settings.liveness_challenge
+        )
         return caller, opening.meta, session
 
     def GetInfo(self, request: pb.InfoRequest, context: grpc.ServicerContext) -> pb.InfoResponse:

@@ -176,14 +176,16 @@ class SessionStart(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., id_photo: _Optional[bytes] = ..., consent: _Optional[_Union[Consent, _Mapping]] = ..., target_fmr: _Optional[float] = ..., device_id: _Optional[str] = ...) -> None: ...
 
 class CameraFrame(_message.Message):
-    __slots__ = ("encoded", "raw", "timestamp_ms")
+    __slots__ = ("encoded", "raw", "timestamp_ms", "challenge_nonce")
     ENCODED_FIELD_NUMBER: _ClassVar[int]
     RAW_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMP_MS_FIELD_NUMBER: _ClassVar[int]
+    CHALLENGE_NONCE_FIELD_NUMBER: _ClassVar[int]
     encoded: bytes
     raw: RawImage
     timestamp_ms: int
-    def __init__(self, encoded: _Optional[bytes] = ..., raw: _Optional[_Union[RawImage, _Mapping]] = ..., timestamp_ms: _Optional[int] = ...) -> None: ...
+    challenge_nonce: str
+    def __init__(self, encoded: _Optional[bytes] = ..., raw: _Optional[_Union[RawImage, _Mapping]] = ..., timestamp_ms: _Optional[int] = ..., challenge_nonce: _Optional[str] = ...) -> None: ...
 
 class RawImage(_message.Message):
     __slots__ = ("data", "width", "height", "pixel_format")
@@ -249,12 +251,14 @@ class ChallengePrompt(_message.Message):
         BLINK: _ClassVar[ChallengePrompt.Challenge]
         TURN_LEFT: _ClassVar[ChallengePrompt.Challenge]
         TURN_RIGHT: _ClassVar[ChallengePrompt.Challenge]
-        SMILE: _ClassVar[ChallengePrompt.Challenge]
+        OPEN_MOUTH: _ClassVar[ChallengePrompt.Challenge]
+        NOD: _ClassVar[ChallengePrompt.Challenge]
     CHALLENGE_UNSPECIFIED: ChallengePrompt.Challenge
     BLINK: ChallengePrompt.Challenge
     TURN_LEFT: ChallengePrompt.Challenge
     TURN_RIGHT: ChallengePrompt.Challenge
-    SMILE: ChallengePrompt.Challenge
+    OPEN_MOUTH: ChallengePrompt.Challenge
+    NOD: ChallengePrompt.Challenge
     CHALLENGE_FIELD_NUMBER: _ClassVar[int]
     NONCE_FIELD_NUMBER: _ClassVar[int]
     DEADLINE_MS_FIELD_NUMBER: _ClassVar[int]

@@ -64,9 +64,10 @@ class KioskServicer:
     def VerifySession(self, request_iterator, context):
         """A live session: the kiosk sends `start` and then camera frames; the server
         answers every frame with a frame_result and, when the person has to do
-        something, guidance, and ends the stream after exactly one `decision`.
-        Liveness challenges will use the same stream: the server sends a `prompt`,
-        the kiosk keeps sending frames until the prompt's deadline.
+        something, guidance or a liveness challenge `prompt`, and ends the stream
+        after exactly one `decision`. After a prompt the kiosk shows its message and
+        keeps sending frames, each echoing the prompt's nonce (README, "Live session
+        protocol").
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -32,7 +32,7 @@ from kiosk.pipeline.session import Frame
 from kiosk.pipeline.types import Decision
 from kiosk.server.app import build_server
 from kiosk.server.calls import Consent
-from kiosk.settings import ServiceSettings, Settings, TlsSettings
+from kiosk.settings import LivenessChallengeSettings, ServiceSettings, Settings, TlsSettings
 from kiosk.v1 import kiosk_pb2 as pb
 
 REPO = Path(__file__).resolve().parents[2]
@@ -44,6 +44,16 @@ TIMEOUT = 60  # generous per-call timeout: nothing here should come close on a 2
 
 def service_settings(listen: tuple[str, ...] = ("127.0.0.1:0",), **overrides) -> Settings:
     return dataclasses.replace(Settings(), service=dataclasses.replace(ServiceSettings(), listen=listen, **overrides))
+
+
+def without_challenges(settings: Settings | None = None) -> Settings:
+    """Liveness challenges off: still photos can then end a session with a face-match decision.
+
+    The challenges themselves are tested in test_session_liveness.py; here they would
+    need a person on camera.
+    """
+    settings = settings or service_settings()
+    return dataclasses.replace(settings, liveness_challenge=LivenessChallengeSettings(enabled=False))
 
 
 def consent(version: str = CONSENT_VERSION, granted: bool = True) -> pb.Consent:
@@ -285,7 +295,8 @@ def test_unrecordable_decision_is_not_given(start_server, photos):
 # --------------------------------------------------------------------------- VerifySession
 
 
-def test_session_gives_guidance_then_one_decision(kiosk, photos):
+def test_session_gives_guidance_then_one_decision(start_server, photos):
+    kiosk = start_server(without_challenges())
     frames = [photos.no_face, *(p.read_bytes() for p in photos.nuaa_frames[:4])]
     requests = [start_message(photos.nuaa_id.read_bytes(), request_id="s-1")]
     requests += [frame_message(data, 100 * i) for i, data in enumerate(frames)]
@@ -308,10 +319,35 @@ def test_session_gives_guidance_then_one_decision(kiosk, photos):
     assert [i.code for i in events[3].guidance.items] == ["GOOD_FRAME"]
     decision = events[-1].decision
     assert decision.decision == pb.VerifyResponse.MATCH and decision.similarity >= decision.threshold
+    assert decision.liveness.status == pb.LivenessOutcome.NOT_PERFORMED
     assert decision.request_id == "s-1"
     [record] = kiosk.audit_records()
     assert decision.audit_id == f"{record['seq']}-{record['mac'][:16]}"
     assert (record["decision"], record["request_id"]) == ("match", "s-1")
+
+
+def test_session_prompts_a_challenge_and_still_photos_fail_it(kiosk, photos):
+    """Default settings: after the baseline frames a prompt arrives; still photos never do it."""
+    frames = [p.read_bytes() for p in photos.nuaa_frames[:3]]
+    requests = [start_message(photos.nuaa_id.read_bytes(), request_id="s-2")]
+    # 100 ms apart, past the 3 s window: the session must end by itself.
+    requests += [frame_message(frames[i % 3], 100 * i) for i in range(40)]
+    events = list(kiosk.stub().VerifySession(iter(requests), timeout=TIMEOUT))
+
+    kinds = [e.WhichOneof("kind") for e in events]
+    assert kinds[:7] == ["frame_result", "guidance", "frame_result", "guidance", "frame_result", "guidance", "prompt"]
+    prompt = events[6].prompt
+    assert prompt.challenge != pb.ChallengePrompt.CHALLENGE_UNSPECIFIED and prompt.message
+    assert (prompt.step, prompt.deadline_ms) == (0, 200 + LivenessChallengeSettings().step_window_ms)
+    assert len(prompt.nonce) == 16
+    assert kinds.count("prompt") == 1 and kinds[-1] == "decision"
+    decision = events[-1].decision
+    assert (decision.decision, decision.retry_reason) == (pb.VerifyResponse.RETRY, "liveness_failed")
+    assert decision.liveness.status == pb.LivenessOutcome.FAILED
+    assert decision.liveness.failed_check == "challenge_timeout"
+    assert "face_mesh" in decision.model_versions
+    [record] = kiosk.audit_records()
+    assert (record["decision"], record["request_id"]) == ("retry", "s-2")
 
 
 def test_session_with_unusable_id_photo_decides_at_once(kiosk, photos):
@@ -353,7 +389,8 @@ def test_malformed_session_is_refused(kiosk, photos, shape, code, message):
     assert (caught.value.code(), caught.value.details()) == (code, message)
 
 
-def test_client_session_and_info(kiosk, photos):
+def test_client_session_and_info(start_server, photos):
+    kiosk = start_server(without_challenges())
     with KioskClient(kiosk.address) as client:
         frames = [Frame(p.read_bytes(), 100 * i) for i, p in enumerate(photos.nuaa_frames[:3])]
         updates = list(client.session(photos.nuaa_id.read_bytes(), frames, consent=Consent(True, CONSENT_VERSION)))
@@ -368,7 +405,7 @@ def test_client_session_and_info(kiosk, photos):
 
 
 def test_calls_past_the_concurrency_limit_are_refused_at_once(start_server, photos):
-    running = start_server(service_settings(max_concurrent_calls=1))
+    running = start_server(without_challenges(service_settings(max_concurrent_calls=1)))
     stub = running.stub()
     outbox: queue.SimpleQueue = queue.SimpleQueue()
     events = stub.VerifySession(iter(outbox.get, None), timeout=TIMEOUT)
@@ -592,7 +629,7 @@ def test_cli_remote_errors_are_one_line_and_exit_2(start_server, photos, cli_std
 
 
 def test_cli_session_prints_guidance_then_the_decision(start_server, photos, cli_stdout, tmp_path):
-    running = start_server(unix=True)
+    running = start_server(without_challenges(service_settings((f"unix:{tmp_path / 'kiosk.sock'}",))))
     no_face = tmp_path / "no_face.jpg"
     no_face.write_bytes(photos.no_face)
     frames = [str(no_face), *(str(p) for p in photos.nuaa_frames[:3])]
