@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 import pytest
 
+from kiosk import cli
 from kiosk.pipeline.challenge import Challenge, ChallengePlan, ChallengeStep, FaceMeasures
 from kiosk.pipeline.session import Frame, FrameResult, LiveSession, open_session
 from kiosk.pipeline.types import BgrImage, Decision, FaceDetection, LivenessStatus, Verification
@@ -298,3 +299,18 @@ def test_a_replay_that_does_not_follow_this_sessions_order_is_refused(verifier, 
     # Only a session that happens to draw the recorded order accepts it, which is why the order is random.
     same = _replay(verifier, people, recording, recorded_plan, True)
     assert same.decision is Decision.MATCH and same.liveness.status is LivenessStatus.PASSED
+
+
+# --------------------------------------------------------------------------- the CLI as a kiosk
+
+
+def test_kiosk_session_cli_prints_the_prompt_and_the_refusal(start_server, faces, capsys):
+    running = start_server(unix=True)
+    photos = sorted((faces / "nuaa__s01").glob("*.jpg"))
+    frames = [str(photos[1])] * 40  # 4 s of a still photo at 10 fps, past the 3 s window
+
+    assert cli.main(["session", "--server", running.address, "--fps", "10", "--id-photo", str(photos[0]), *frames]) == 2
+    lines = capsys.readouterr().out.splitlines()
+    [prompt] = [line for line in lines if line.startswith("challenge ")]
+    assert prompt.startswith("challenge 0: ") and prompt.endswith("(by 3200 ms)")
+    assert "decision: liveness_failed" in lines
