@@ -65,6 +65,14 @@ class Overloaded(KioskError):
     status_code = "RESOURCE_EXHAUSTED"
 
 
+class RateLimited(Overloaded):
+    """The client's own call rate is exhausted; a call is admitted again after ``retry_after_ms``."""
+
+    def __init__(self, message: str, retry_after_ms: int):
+        super().__init__(message)
+        self.retry_after_ms = retry_after_ms
+
+
 class DeadlineExceeded(KioskError):
     """The call ran past its server-side deadline."""
 

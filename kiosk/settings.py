@@ -75,8 +75,22 @@ class ServiceSettings:
     grace_period_s: float = 10.0
     # This kiosk's id: recorded in the audit log when a request names none, shown by GetInfo.
     device_id: str = ""
-    # gRPC server reflection (lets grpcurl and similar tools list the API).
+    # gRPC server reflection (lets grpcurl and similar tools list the API). gRPC serves
+    # the same services on every listener, so reflection is on only while no listener
+    # uses TLS, i.e. while every listener is loopback or a unix socket: never for remote clients.
     reflection: bool = True
+    # Verify/VerifySession calls each client may start per second, sustained; 0 = no
+    # limit. A client is its mutual-TLS certificate subject, or "local" for the unix
+    # socket and loopback. A kiosk starts about one call per customer and a Raspberry Pi
+    # computes one or two a second, so this never slows a real client; it stops one
+    # that floods the service or probes the matcher with many faces. Refused calls get
+    # RESOURCE_EXHAUSTED with a retry-after-ms trailer.
+    rate_limit_per_s: float = 5.0
+    # Calls a client may start in a burst after being idle (the token bucket's size).
+    rate_limit_burst: int = 30
+    # Group owning the unix sockets (mode 0660), e.g. the kiosk UI's; empty keeps the
+    # service user's primary group.
+    unix_socket_group: str = ""
 
 
 @dataclass(frozen=True)

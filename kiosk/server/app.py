@@ -6,6 +6,10 @@ app). A TCP listener uses mutual TLS when ``service.tls`` is configured; without
 TLS only loopback addresses are allowed, so a misconfigured kiosk fails at start-up
 instead of serving faces in clear text on the network.
 
+Server reflection is served only while no listener uses TLS: gRPC Python serves one
+set of services on every port of a server, so reflection cannot be kept to the local
+listeners of a server that also has remote (mutual-TLS) ones; such a server has none.
+
 Health (grpc.health.v1) says NOT_SERVING until ``KioskServer.ready`` gets a loaded,
 warmed-up verifier, and again from the moment shutdown starts.
 
@@ -16,6 +20,7 @@ device or a tunnel it secures, never as a port open to the kiosk's network.
 
 from __future__ import annotations
 
+import grp
 import ipaddress
 import logging
 import os
@@ -32,12 +37,14 @@ from grpc_reflection.v1alpha import reflection
 from kiosk import logs
 from kiosk.audit import AuditLog, open_audit_log
 from kiosk.errors import ConfigError
+from kiosk.pipeline.decode import check_opencv
 from kiosk.pipeline.verifier import Verifier
 from kiosk.server.info import collect_info
 from kiosk.server.interceptors import CallGuard
 from kiosk.server.metrics import ServiceMetrics
 from kiosk.server.observe import CallObserver
 from kiosk.server.policy import ServicePolicy
+from kiosk.server.ratelimit import RateLimiter
 from kiosk.server.servicer import KioskServicer, VerifierSlot
 from kiosk.settings import Settings, TlsSettings
 from kiosk.v1 import kiosk_pb2, kiosk_pb2_grpc
@@ -120,6 +127,12 @@ def _check_service_settings(settings: Settings) -> list[Listener]:
             raise ConfigError(f"service.{name} must be positive, got {getattr(service, name)}")
     if service.grace_period_s < 0:
         raise ConfigError(f"service.grace_period_s must not be negative, got {service.grace_period_s}")
+    if service.rate_limit_per_s < 0:
+        raise ConfigError(
+            f"service.rate_limit_per_s must not be negative (0 = no limit), got {service.rate_limit_per_s}"
+        )
+    if service.rate_limit_per_s > 0 and service.rate_limit_burst < 1:
+        raise ConfigError(f"service.rate_limit_burst must be at least 1, got {service.rate_limit_burst}")
     if not service.listen:
         raise ConfigError("service.listen is empty: nothing to serve on")
     listeners = [parse_listener(spec) for spec in service.listen]
@@ -209,13 +222,20 @@ def build_server(
     """
     listeners = _check_service_settings(settings)
     _metrics_listener(settings)  # a bad metrics address fails here, before anything is bound
+    # A vulnerable OpenCV, or one whose own decoder ceilings were never read, decodes nothing here.
+    check_opencv()
     service = settings.service
+    socket_group = _unix_socket_gid(service.unix_socket_group)
+    rates = RateLimiter(service.rate_limit_per_s, service.rate_limit_burst)
     workers = service.max_concurrent_calls + THREAD_HEADROOM
     metrics = ServiceMetrics()
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kiosk-rpc"),
         # The observer comes first, so it also logs and counts the calls CallGuard refuses.
-        interceptors=[CallObserver(SERVICE_NAME, metrics), CallGuard(service.max_concurrent_calls, GUARDED_METHODS)],
+        interceptors=[
+            CallObserver(SERVICE_NAME, metrics),
+            CallGuard(service.max_concurrent_calls, GUARDED_METHODS, rates),
+        ],
         # Past this gRPC itself answers RESOURCE_EXHAUSTED instead of queueing without bound.
         maximum_concurrent_rpcs=workers,
         options=[
@@ -235,23 +255,39 @@ def build_server(
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    if service.reflection:
+    credentials = server_credentials(service.tls) if _tls_configured(service.tls) else None
+    if service.reflection and credentials is None:
         names = (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)
         reflection.enable_server_reflection(names, server)
-    credentials = server_credentials(service.tls) if _tls_configured(service.tls) else None
-    ports = tuple(_bind(server, listener, credentials) for listener in listeners)
+    elif service.reflection:
+        LOG.info("server reflection is off: TLS listeners are reachable from the network")
+    ports = tuple(_bind(server, listener, credentials, socket_group) for listener in listeners)
     kiosk_server = KioskServer(server, health_servicer, slot, settings, metrics)
     if verifier is not None:
         kiosk_server.ready(verifier)
     return kiosk_server, ports
 
 
-def _bind(server: grpc.Server, listener: Listener, credentials: grpc.ServerCredentials | None) -> int:
+def _unix_socket_gid(group: str) -> int:
+    """The gid of ``service.unix_socket_group``, or -1 (leave the group as it is) when empty."""
+    if not group:
+        return -1
+    try:
+        return grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise ConfigError(f"service.unix_socket_group {group!r}: no such group") from None
+
+
+def _bind(
+    server: grpc.Server, listener: Listener, credentials: grpc.ServerCredentials | None, socket_gid: int = -1
+) -> int:
     try:
         if listener.is_unix:
             server.add_insecure_port(listener.spec)
             # Bound with the process umask (at most 0755 here: only the owner may connect),
-            # then opened to the group.
+            # then handed to the kiosk UI's group and opened to it.
+            if socket_gid >= 0:
+                os.chown(listener.unix_path, -1, socket_gid)
             os.chmod(listener.unix_path, UNIX_SOCKET_MODE)
             return 0
         if credentials is not None:

@@ -109,8 +109,23 @@ def _meta_fields(meta: CallMeta) -> dict:
     return fields
 
 
-def verify_call_from_proto(request: pb.VerifyRequest) -> VerifyCall:
-    return VerifyCall(_meta_from_proto(request), request.id_photo, tuple(request.live_photos))
+def verify_call_from_proto(request: pb.VerifyRequest, max_live_photos: int) -> VerifyCall:
+    # Counted before any photo is copied out of the message: millions of empty entries
+    # fit in one message and must not become millions of Python objects.
+    count = len(request.live_photos)
+    if count > max_live_photos:
+        raise InvalidRequest(f"{count} live photos given, at most {max_live_photos} are accepted")
+    if not count:
+        raise InvalidRequest("at least one live photo is required")
+    # Each field access is a new copy of the bytes: read each photo once.
+    id_photo = request.id_photo
+    if not id_photo:
+        raise InvalidRequest("the request has no id_photo")
+    live_photos = tuple(request.live_photos)
+    for index, photo in enumerate(live_photos):
+        if not photo:
+            raise InvalidRequest(f"live_photos[{index}] is empty")
+    return VerifyCall(_meta_from_proto(request), id_photo, live_photos)
 
 
 def verify_call_to_proto(call: VerifyCall) -> pb.VerifyRequest:
@@ -123,7 +138,10 @@ def session_opening_from_proto(message: pb.SessionRequest | None) -> SessionOpen
     kind = message.WhichOneof("kind")
     if kind != "start":
         raise InvalidRequest(f"the first message of a session must be start, not {kind or 'an empty message'}")
-    return SessionOpening(_meta_from_proto(message.start), message.start.id_photo)
+    id_photo = message.start.id_photo
+    if not id_photo:
+        raise InvalidRequest("the session's start message has no id_photo")
+    return SessionOpening(_meta_from_proto(message.start), id_photo)
 
 
 def session_opening_to_proto(opening: SessionOpening) -> pb.SessionRequest:

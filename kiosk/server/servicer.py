@@ -65,7 +65,7 @@ class KioskServicer(kiosk_pb2_grpc.KioskServicer):
         with status.mapped_errors(context, "Verify"):
             verifier = self.verifier.get()
             deadline = CallDeadline.start(context, self.settings.service.call_deadline_s)
-            call = convert.verify_call_from_proto(request)
+            call = convert.verify_call_from_proto(request, self.settings.limits.max_live_photos)
             caller = self.policy.caller(client_identity(context), call.meta)
             self.policy.admit(caller, call.meta, verifier.model_versions)
             deadline.check("before analysis")

@@ -18,11 +18,13 @@ from typing import NoReturn
 import grpc
 
 from kiosk.audit import AuditError
-from kiosk.errors import KioskError, ModelFailure
+from kiosk.errors import KioskError, ModelFailure, RateLimited
 
 LOG = logging.getLogger("kiosk.server")
 
 INTERNAL_MESSAGE = "internal error"
+# Trailing metadata key of a rate-limit refusal: milliseconds until a call would be admitted.
+RETRY_AFTER_KEY = "retry-after-ms"
 
 
 class ServiceUnavailable(KioskError):
@@ -57,6 +59,9 @@ def abort(context: grpc.ServicerContext, method: str, error: KioskError) -> NoRe
     if code is grpc.StatusCode.INTERNAL:
         # The client got a generic message; the operator gets the real one.
         LOG.error("%s failed: %s: %s", method, type(error).__name__, error.message)
+    if isinstance(error, RateLimited):
+        # Machine-readable as well as in the message, so a client can back off exactly.
+        context.set_trailing_metadata(((RETRY_AFTER_KEY, str(error.retry_after_ms)),))
     context.abort(code, message)
     raise AssertionError("context.abort returned")  # grpc's abort always raises
 

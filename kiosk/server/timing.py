@@ -18,7 +18,7 @@ from typing import Generic, TypeVar
 
 import grpc
 
-from kiosk.errors import DeadlineExceeded
+from kiosk.errors import DeadlineExceeded, KioskError
 from kiosk.server.status import ClientCancelled
 
 T = TypeVar("T")
@@ -65,7 +65,7 @@ class StreamReader(Generic[T]):
     def __init__(self, requests: Iterator[T]):
         self._requests = requests
         self._wanted: queue.SimpleQueue[bool] = queue.SimpleQueue()
-        self._results: queue.SimpleQueue[T | _End | _Cancelled] = queue.SimpleQueue()
+        self._results: queue.SimpleQueue[T | _End | _Cancelled | KioskError] = queue.SimpleQueue()
         self._pending = False
         self._ended = False
         self._thread = threading.Thread(target=self._run, name="kiosk-stream-reader", daemon=True)
@@ -80,6 +80,11 @@ class StreamReader(Generic[T]):
                 return
             except grpc.RpcError:
                 self._results.put(_Cancelled())
+                return
+            except KioskError as e:
+                # The request stream refused a message (one that is not valid protobuf):
+                # the handler raises it in its own thread.
+                self._results.put(e)
                 return
             self._results.put(message)
 
@@ -103,6 +108,9 @@ class StreamReader(Generic[T]):
         self._pending = False
         if isinstance(result, _Cancelled):
             raise ClientCancelled("the client cancelled the call")
+        if isinstance(result, KioskError):
+            self._ended = True
+            raise result
         if isinstance(result, _End):
             self._ended = True
             return None

@@ -179,7 +179,7 @@ def test_photo_without_a_face_is_a_retry_with_reason(kiosk, photos):
     [
         (lambda good: b"GIF89a" + bytes(100), "not a JPEG, PNG or BMP image (unrecognised content)"),
         (lambda good: good[: len(good) // 2], "JPEG is truncated (no end-of-image marker)"),
-        (lambda good: b"", "image is empty (0 bytes)"),
+        (lambda good: b"", "live_photos[0] is empty"),
     ],
     ids=["gif", "truncated-jpeg", "empty"],
 )
