@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import datetime
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -95,6 +96,13 @@ def cmd_session(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from kiosk.runtime.hardening import allocator_environment
+
+    environment = allocator_environment(os.environ)
+    if environment is not None:
+        # glibc reads its tunables only at process start: start over once, same pid and
+        # arguments, with its per-thread cache off (kiosk.runtime.hardening says why).
+        os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], environment)
     from kiosk.server.app import serve_forever
 
     if args.listen:

@@ -39,6 +39,7 @@ from kiosk.audit import AuditLog, open_audit_log
 from kiosk.errors import ConfigError
 from kiosk.pipeline.decode import check_opencv
 from kiosk.pipeline.verifier import Verifier
+from kiosk.runtime.hardening import harden_process
 from kiosk.server.info import collect_info
 from kiosk.server.interceptors import CallGuard
 from kiosk.server.metrics import ServiceMetrics
@@ -60,6 +61,11 @@ THREAD_HEADROOM = 4
 # Group may connect (the kiosk app's user), others may not.
 UNIX_SOCKET_MODE = 0o660
 LOOPBACK_NAMES = frozenset({"localhost"})
+# A connection without calls for this long is closed. gRPC keeps the unused end of its
+# last socket read buffer for the next read, and with it the last bytes received (the
+# end of a photo); closing the connection frees them to be overwritten (README, "Zero
+# retention"). The kiosk's channel reconnects on its next call, in about a millisecond.
+CONNECTION_IDLE_MS = 1000
 
 
 @dataclass(frozen=True)
@@ -245,6 +251,7 @@ def build_server(
             ("grpc.max_send_message_length", service.max_message_bytes),
             # gRPC sets SO_REUSEPORT by default, which would let a second instance share the port silently.
             ("grpc.so_reuseport", 0),
+            ("grpc.max_connection_idle_ms", CONNECTION_IDLE_MS),
         ],
     )
     slot = VerifierSlot()
@@ -300,6 +307,8 @@ def _bind(
 def serve_forever(settings: Settings) -> int:
     """Run the service until SIGTERM or SIGINT, then shut down gracefully; returns the exit status."""
     logs.configure()
+    # Before any listener opens or model loads: no request may ever reach an unhardened process.
+    harden_process(LOG)
     stopping = threading.Event()
 
     def on_signal(signum: int, frame: object) -> None:
@@ -318,6 +327,12 @@ def serve_forever(settings: Settings) -> int:
             LOG.info("metrics on http://%s:%d/metrics", host, server.metrics_port)
         try:
             verifier = Verifier.load(settings)  # hash check + warm-up before SERVING
+            if verifier.profile.onnxruntime.enable_cpu_mem_arena:
+                # The arena reuses tensor memory without freeing it, so no wipe reaches it.
+                LOG.warning(
+                    "hardware profile %s enables ONNX Runtime's CPU arena: tensors outlive requests",
+                    verifier.profile.name,
+                )
             if not stopping.is_set():
                 server.ready(verifier)
                 LOG.info("serving (hardware profile %s)", verifier.profile.name)

@@ -2,7 +2,8 @@
 
 ``swap_active`` and ``core_dumps_disabled`` are read from the live process and system
 on every call, not from settings, so an operator sees the state the images actually
-live in.
+live in; ``core_dumps_disabled`` needs both of ``kiosk.runtime.hardening``'s measures
+(a zero core limit and a non-dumpable process).
 """
 
 from __future__ import annotations
@@ -10,17 +11,15 @@ from __future__ import annotations
 import kiosk
 
 import platform
-import resource
 from dataclasses import dataclass
 from importlib import metadata
-from pathlib import Path
 
 from kiosk.pipeline.types import OperatingPoint
+from kiosk.runtime.hardening import core_dumps_disabled, swap_active
 from kiosk.runtime.profile import read_board_model
 from kiosk.pipeline.verifier import Verifier
 from kiosk.settings import Settings
 
-PROC_SWAPS = Path("/proc/swaps")
 # Distributions whose versions GetInfo reports, by the name it reports them under.
 RUNTIME_DISTRIBUTIONS = {
     "onnxruntime": "onnxruntime",
@@ -73,25 +72,6 @@ def runtime_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             versions[name] = ""
     return versions
-
-
-def swap_active(proc_swaps: Path = PROC_SWAPS) -> bool:
-    """True when any swap device is in use: a header line, then one line per active device."""
-    try:
-        lines = proc_swaps.read_text().splitlines()
-    except OSError:
-        return True  # cannot tell, so do not claim that images stay out of swap
-    return len(lines) > 1
-
-
-def core_dumps_disabled() -> bool:
-    """True when this process's soft RLIMIT_CORE is 0.
-
-    A core_pattern that pipes to a handler (systemd-coredump, apport) is passed the
-    limit and honours it, so the limit is the deciding setting.
-    """
-    soft, _ = resource.getrlimit(resource.RLIMIT_CORE)
-    return soft == 0
 
 
 def collect_info(settings: Settings, verifier: Verifier) -> ServiceInfo:

@@ -1,0 +1,169 @@
+"""Start-up hardening of the service process: no core dumps, freed heap overwritten, swap reported.
+
+Each measure closes a way for a photo or an embedding to outlive the request:
+
+* A core dump would copy the whole heap, the images of every call in flight included,
+  to disk. ``RLIMIT_CORE = 0`` stops the kernel from writing one (a core_pattern pipe
+  such as systemd-coredump is handed the limit and honours it), and
+  ``prctl(PR_SET_DUMPABLE, 0)`` also marks the process non-dumpable, which the kernel
+  checks whatever the limit says. Side effect: a non-dumpable process's
+  ``/proc/PID/mem``, ``fd/`` and ``environ`` become readable by root only, and only root
+  may ptrace it; processes of the service's own user (a debugger, a monitoring agent)
+  lose that access. That is the point, so there is no setting to turn it off.
+* glibc's ``free()`` leaves the bytes where they were until the memory is reused. With
+  ``mallopt(M_PERTURB, byte)`` every ``free()`` that reaches glibc's bins overwrites the
+  chunk first, so the copies that libraries make on the way (gRPC's receive buffers,
+  protobuf's arena, libjpeg's and OpenCV's buffers, numpy temporaries) are overwritten
+  when they are released. It does not reach memory that never goes back to glibc's
+  bins: glibc's per-thread cache (chunks up to 1032 bytes), pymalloc's pools (Python
+  objects up to 512 bytes), numpy's cache of small buffers (under 1024 bytes) and ONNX
+  Runtime's CPU arena, which is why the hardware profiles turn that arena off.
+* glibc's per-thread cache was measured keeping the last few hundred bytes of a request
+  message (a photo's end) in a small chunk that never got the perturb fill. It can only
+  be turned off by ``GLIBC_TUNABLES=glibc.malloc.tcache_count=0`` in the environment the
+  process starts with, so ``kiosk serve`` starts itself over once with it
+  (``allocator_environment``).
+
+The README's "Zero retention" section has the measurements behind each choice.
+* Swap would put heap pages on disk where no wipe reaches them. The service cannot
+  turn swap off (that is the operator's job); it says so at start-up.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import resource
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+# <sys/prctl.h>
+PR_GET_DUMPABLE = 3
+PR_SET_DUMPABLE = 4
+# <malloc.h>: glibc's mallopt parameter for the perturb byte.
+M_PERTURB = -6
+# Freed chunks are filled with this byte; glibc fills fresh allocations with its
+# complement (0x00), so nothing a request leaves behind survives either way.
+FREED_MEMORY_BYTE = 0xFF
+
+PROC_SWAPS = Path("/proc/swaps")
+# The glibc tunable that turns the per-thread cache off; glibc reads it at process start only.
+TCACHE_OFF = "glibc.malloc.tcache_count=0"
+
+
+@dataclass(frozen=True)
+class Hardening:
+    """Which measures are in force in this process."""
+
+    core_limit_zero: bool
+    not_dumpable: bool
+    freed_memory_overwritten: bool
+    small_chunk_cache_off: bool
+    swap_active: bool
+
+    @property
+    def core_dumps_disabled(self) -> bool:
+        return self.core_limit_zero and self.not_dumpable
+
+
+def _libc() -> ctypes.CDLL:
+    # The C library the interpreter already runs on; use_errno so a failure can be reported.
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def disable_core_dumps() -> None:
+    """RLIMIT_CORE to 0 (soft and hard, so no later code can raise it) and PR_SET_DUMPABLE 0."""
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    if _libc().prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE, 0) failed")
+
+
+def core_limit_zero() -> bool:
+    soft, _ = resource.getrlimit(resource.RLIMIT_CORE)
+    return soft == 0
+
+
+def not_dumpable() -> bool:
+    return _libc().prctl(PR_GET_DUMPABLE, 0, 0, 0, 0) == 0
+
+
+def core_dumps_disabled() -> bool:
+    """True when no core dump of this process can be written: zero limit and not dumpable."""
+    return core_limit_zero() and not_dumpable()
+
+
+def overwrite_freed_memory(byte: int = FREED_MEMORY_BYTE) -> bool:
+    """Make glibc overwrite every chunk it frees from now on; False where that is not available.
+
+    Without glibc (musl, for instance) there is no ``mallopt`` and the caller is told so.
+    """
+    try:
+        mallopt = _libc().mallopt
+    except AttributeError:
+        return False
+    return mallopt(M_PERTURB, byte) == 1
+
+
+def runs_on_glibc() -> bool:
+    try:
+        return os.confstr("CS_GNU_LIBC_VERSION").startswith("glibc")
+    except (ValueError, OSError):
+        return False  # not a GNU C library: no such configuration name
+
+
+def allocator_environment(environ: Mapping[str, str]) -> dict[str, str] | None:
+    """``environ`` with glibc's per-thread cache turned off, or None when nothing needs to change.
+
+    None when the tunable is already set (the process started with it) or the C library
+    is not glibc. Other tunables in ``GLIBC_TUNABLES`` are kept.
+    """
+    if not runs_on_glibc():
+        return None
+    tunables = [t for t in environ.get("GLIBC_TUNABLES", "").split(":") if t]
+    if TCACHE_OFF in tunables:
+        return None
+    kept = [t for t in tunables if not t.startswith("glibc.malloc.tcache_count=")]
+    return {**environ, "GLIBC_TUNABLES": ":".join([*kept, TCACHE_OFF])}
+
+
+def swap_active(proc_swaps: Path = PROC_SWAPS) -> bool:
+    """True when any swap device is in use: a header line, then one line per active device."""
+    try:
+        lines = proc_swaps.read_text().splitlines()
+    except OSError:
+        return True  # cannot tell, so do not claim that images stay out of swap
+    return len(lines) > 1
+
+
+def harden_process(log: logging.Logger, proc_swaps: Path = PROC_SWAPS) -> Hardening:
+    """Apply every measure once at start-up, before any request can arrive; log what is in force.
+
+    A measure that cannot be applied is a warning, not a refusal to start: the kiosk
+    would otherwise stop registering people over a libc difference. ``GetInfo``
+    reports the state, so a fleet check sees it.
+    """
+    try:
+        disable_core_dumps()
+    except OSError as e:
+        log.warning("core dumps could not be disabled: %s", e)
+    overwritten = overwrite_freed_memory()
+    if not overwritten:
+        log.warning("freed memory is not overwritten: this C library has no mallopt(M_PERTURB)")
+    cache_off = runs_on_glibc() and allocator_environment(os.environ) is None
+    if runs_on_glibc() and not cache_off:
+        log.warning("glibc's per-thread cache is on: start the service with `kiosk serve` (or set %s)", TCACHE_OFF)
+    hardening = Hardening(core_limit_zero(), not_dumpable(), overwritten, cache_off, swap_active(proc_swaps))
+    if hardening.swap_active:
+        log.warning(
+            "swap is active: heap pages holding photos may be written to the swap device; "
+            "disable swap (or use encrypted swap) on a kiosk"
+        )
+    log.info(
+        "hardening: core dumps %s, freed memory %s, glibc per-thread cache %s",
+        "disabled" if hardening.core_dumps_disabled else "ENABLED",
+        "overwritten" if overwritten else "NOT overwritten",
+        "off" if cache_off else "ON",
+    )
+    return hardening
