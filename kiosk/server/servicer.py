@@ -1,8 +1,11 @@
 """The ``kiosk.v1.Kiosk`` servicer: convert the request, call the pipeline, convert the result.
 
 Every method runs inside ``status.mapped_errors``, so errors become statuses in one
-place. Request bytes live only in the handler's locals for the duration of the call;
-the servicer keeps nothing from a request once it has answered.
+place. The servicer owns the photos it reads from a request: protobuf (upb) hands out
+a new ``bytes`` copy of a field on every access, so the copies the call works on are
+put in a ``Scratch`` and zeroed in place when the call (or, in a session, the frame)
+is done, on success and on error. The protobuf message's own copy lives in its arena
+until gRPC drops the message; glibc overwrites it then (``kiosk.runtime.hardening``).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from collections.abc import Iterator
 import grpc
 
 from kiosk.errors import InvalidRequest
+from kiosk.pipeline.scratch import Scratch
 from kiosk.pipeline.session import LiveSession, open_session
 from kiosk.pipeline.verifier import Verifier
 from kiosk.server import convert, status
@@ -62,10 +66,12 @@ class KioskServicer(kiosk_pb2_grpc.KioskServicer):
         self.verifier = verifier
 
     def Verify(self, request: pb.VerifyRequest, context: grpc.ServicerContext) -> pb.VerifyResponse:
-        with status.mapped_errors(context, "Verify"):
+        with status.mapped_errors(context, "Verify"), Scratch() as payloads:
             verifier = self.verifier.get()
             deadline = CallDeadline.start(context, self.settings.service.call_deadline_s)
             call = convert.verify_call_from_proto(request, self.settings.limits.max_live_photos)
+            for photo in (call.id_photo, *call.live_photos):
+                payloads.keep_payload(photo)
             caller = self.policy.caller(client_identity(context), call.meta)
             self.policy.admit(caller, call.meta, verifier.model_versions)
             deadline.check("before analysis")
@@ -91,7 +97,11 @@ class KioskServicer(kiosk_pb2_grpc.KioskServicer):
                                 f"the session ended after {session.frames_seen} frame(s), before a decision: "
                                 f"{session.waiting_for()}"
                             )
-                        result = session.add_frame(convert.frame_from_proto(message))
+                        frame = convert.frame_from_proto(message)
+                        # Only the latest frame is needed: its copy is zeroed before the next is read.
+                        with Scratch() as payload:
+                            payload.keep_payload(frame.data)
+                            result = session.add_frame(frame)
                         deadline.check(f"analysing frame {result.frame_index}")
                         yield from convert.frame_events(result)
                     verification = session.verification
@@ -107,11 +117,14 @@ class KioskServicer(kiosk_pb2_grpc.KioskServicer):
         as the session holds what it needs.
         """
         opening = convert.session_opening_from_proto(reader.read(deadline, "the start message"))
-        caller = self.policy.caller(client_identity(context), opening.meta)
-        self.policy.admit(caller, opening.meta, verifier.model_versions)
-        session = open_session(
-            verifier, opening.id_photo, opening.meta.target_fmr, challenges=self.settings.liveness_challenge
-        )
+        # The session keeps what it derives from the ID photo, not the encoded photo: this copy is zeroed here.
+        with Scratch() as payload:
+            payload.keep_payload(opening.id_photo)
+            caller = self.policy.caller(client_identity(context), opening.meta)
+            self.policy.admit(caller, opening.meta, verifier.model_versions)
+            session = open_session(
+                verifier, opening.id_photo, opening.meta.target_fmr, challenges=self.settings.liveness_challenge
+            )
         return caller, opening.meta, session
 
     def GetInfo(self, request: pb.InfoRequest, context: grpc.ServicerContext) -> pb.InfoResponse:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
+import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -74,11 +75,17 @@ class StreamReader(Generic[T]):
     def _run(self) -> None:
         while self._wanted.get():
             try:
-                message = next(self._requests)
+                # Straight into the queue: this thread holds no message (and so no photo)
+                # while it waits for the next one.
+                self._results.put(next(self._requests))
             except StopIteration:
                 self._results.put(_End())
                 return
-            except grpc.RpcError:
+            except grpc.RpcError as e:
+                # gRPC raises this from a frame that holds it: a reference cycle that keeps
+                # every frame of the traceback, and the messages they hold, alive until the
+                # garbage collector happens to run. Clearing the frames frees them now.
+                traceback.clear_frames(e.__traceback__)
                 self._results.put(_Cancelled())
                 return
             except KioskError as e:
@@ -86,7 +93,6 @@ class StreamReader(Generic[T]):
                 # the handler raises it in its own thread.
                 self._results.put(e)
                 return
-            self._results.put(message)
 
     def read(self, deadline: CallDeadline, waiting_for: str) -> T | None:
         """The next message, or None once the client has half-closed the stream.
