@@ -1,8 +1,10 @@
-"""Capture quality of one face, measured from its landmarks and its aligned crop.
+"""Capture quality of one face, measured from its landmarks, its box and its aligned crop.
 
 Each check yields a ``QualityFinding``; a failed one carries the guidance code the kiosk
 UI shows ("MOVE_CLOSER", "FACE_THE_CAMERA", ...). Plain functions on arrays, so the
-arithmetic is tested without a model.
+arithmetic is tested without a model; the one model-based measure, eye openness,
+arrives already measured (``kiosk.pipeline.eyes``, or the face mesh in live sessions).
+Why each limit has its value: ``kiosk.settings.QualityLimits`` and README "Capture quality".
 """
 
 from __future__ import annotations
@@ -12,8 +14,21 @@ import math
 import cv2
 import numpy as np
 
-from kiosk.pipeline.types import AlignedFace, Landmarks5, QualityFinding
+from kiosk.pipeline.align import ARCFACE_TEMPLATE
+from kiosk.pipeline.types import AlignedFace, Box, EyeMeasure, EyeOpenness, Landmarks5, QualityFinding
 from kiosk.settings import QualityLimits
+
+MOVE_CLOSER = "MOVE_CLOSER"
+MOVE_BACK = "MOVE_BACK"
+FACE_THE_CAMERA = "FACE_THE_CAMERA"
+HOLD_STILL = "HOLD_STILL"
+TOO_DARK = "TOO_DARK"
+TOO_BRIGHT = "TOO_BRIGHT"
+OPEN_EYES = "OPEN_EYES"
+
+# A face cut by the frame edge whose box is at least this share of the frame's height is
+# too close (MOVE_BACK); a smaller one is off to the side (FACE_THE_CAMERA).
+CUT_FACE_CLOSE_SHARE = 0.6
 
 
 def inter_eye_distance(landmarks: Landmarks5) -> float:
@@ -43,6 +58,49 @@ def yaw_ratio(landmarks: Landmarks5) -> float:
     return -cross / eye_distance
 
 
+def _nose_height(landmarks: Landmarks5) -> float:
+    """Where the nose tip lies along the eyes-to-mouth midline: 0 at the eyes, 1 at the mouth."""
+    eye_mid = (landmarks[0] + landmarks[1]) / 2
+    axis = (landmarks[3] + landmarks[4]) / 2 - eye_mid
+    length_sq = float(axis @ axis)
+    if length_sq == 0.0:
+        return 0.0
+    return float((landmarks[2] - eye_mid) @ axis) / length_sq
+
+
+# The nose's height on the frontal ArcFace template (0.495).
+FRONTAL_NOSE_HEIGHT = _nose_height(ARCFACE_TEMPLATE)
+
+
+def pitch_ratio(landmarks: Landmarks5) -> float:
+    """Signed head pitch from the five points: > 0 tilted down (chin in), < 0 tilted up.
+
+    The nose tip stands out of the plane of the eyes and mouth, so nodding moves it along
+    the eyes-to-mouth midline: down towards the mouth when the head tilts down, up towards
+    the eyes when it tilts back. The measure is that shift from the frontal template's
+    position, as a fraction of the eye-to-mouth distance (roll- and scale-free). For a
+    nose standing out about 0.35 x the eye-to-mouth distance it is roughly
+    0.35 x tan(pitch): 0.13 at 20 degrees, 0.20 at 30 degrees.
+    """
+    return _nose_height(landmarks) - FRONTAL_NOSE_HEIGHT
+
+
+def box_inside_share(box: Box, width: int, height: int) -> float:
+    """Share of the face box's area that lies inside a ``width`` x ``height`` frame."""
+    area = box.width * box.height
+    if area <= 0.0:
+        return 0.0
+    inside_w = max(0.0, min(box.x + box.width, width) - max(box.x, 0.0))
+    inside_h = max(0.0, min(box.y + box.height, height) - max(box.y, 0.0))
+    return inside_w * inside_h / area
+
+
+def landmarks_inside(landmarks: Landmarks5, width: int, height: int) -> int:
+    """How many of the five points lie inside the frame."""
+    xs, ys = landmarks[:, 0], landmarks[:, 1]
+    return int(np.count_nonzero((xs >= 0) & (xs < width) & (ys >= 0) & (ys < height)))
+
+
 def sharpness(grey: np.ndarray) -> float:
     return float(cv2.Laplacian(grey, cv2.CV_32F).var())
 
@@ -51,11 +109,54 @@ def _check(name: str, value: float, limit: float, passed: bool, code: str) -> Qu
     return QualityFinding(name, value, limit, passed, "" if passed else code)
 
 
-def assess(landmarks: Landmarks5, face: AlignedFace, limits: QualityLimits) -> tuple[QualityFinding, ...]:
+def frame_checks(
+    landmarks: Landmarks5, box: Box, frame_size: tuple[int, int], limits: QualityLimits
+) -> tuple[QualityFinding, ...]:
+    """Is the whole face in the frame, and not so close that it fills it?"""
+    width, height = frame_size
+    face_share = box.height / height if height else 0.0
+    inside = box_inside_share(box, width, height)
+    points = landmarks_inside(landmarks, width, height)
+    # A face cut by the edge is too close when it is large, off to the side when it is not.
+    cut_code = MOVE_BACK if face_share >= CUT_FACE_CLOSE_SHARE else FACE_THE_CAMERA
+    return (
+        _check("face_height_share", face_share, limits.max_face_height_share,
+               face_share <= limits.max_face_height_share, MOVE_BACK),
+        _check("box_inside_share", inside, limits.min_box_inside_share,
+               inside >= limits.min_box_inside_share, cut_code),
+        _check("landmarks_inside", points, 5, points == 5, cut_code),
+    )
+
+
+def eyes_check(eyes: EyeOpenness, limits: QualityLimits) -> QualityFinding:
+    """OPEN_EYES only when *both* eyes read as closed: one eye can be hidden by hair or glare.
+
+    The value is the more open eye's figure, so the check names its measure.
+    """
+    if eyes.measure is EyeMeasure.EYE_MODEL:
+        name, limit = "eye_open_probability", limits.min_eye_open_probability
+    else:
+        name, limit = "eye_aspect_ratio", limits.min_eye_aspect_ratio
+    more_open = max(eyes.right, eyes.left)
+    return _check(name, more_open, limit, more_open >= limit, OPEN_EYES)
+
+
+def assess(
+    landmarks: Landmarks5,
+    face: AlignedFace,
+    limits: QualityLimits,
+    *,
+    box: Box | None = None,
+    frame_size: tuple[int, int] | None = None,
+    eyes: EyeOpenness | None = None,
+) -> tuple[QualityFinding, ...]:
+    """Every check of one face; the frame checks need ``box`` and ``frame_size`` (width, height),
+    the eye check ``eyes``, and each runs only when what it needs is given."""
     grey = cv2.cvtColor(face, cv2.COLOR_BGR2GRAY)
     try:
         eye_px = inter_eye_distance(landmarks)
         yaw = abs(yaw_ratio(landmarks))
+        pitch = abs(pitch_ratio(landmarks))
         roll = abs(roll_degrees(landmarks))
         sharp = sharpness(grey)
         # The central region avoids background and hair at the crop's edges.
@@ -64,15 +165,21 @@ def assess(landmarks: Landmarks5, face: AlignedFace, limits: QualityLimits) -> t
         contrast = float(centre.std())
     finally:
         grey.fill(0)
-    return (
-        _check("inter_eye_px", eye_px, limits.min_inter_eye_px, eye_px >= limits.min_inter_eye_px, "MOVE_CLOSER"),
-        _check("yaw_ratio", yaw, limits.max_yaw_ratio, yaw <= limits.max_yaw_ratio, "FACE_THE_CAMERA"),
-        _check("roll_deg", roll, limits.max_roll_deg, roll <= limits.max_roll_deg, "FACE_THE_CAMERA"),
-        _check("sharpness", sharp, limits.min_sharpness, sharp >= limits.min_sharpness, "HOLD_STILL"),
-        _check("brightness_min", brightness, limits.min_brightness, brightness >= limits.min_brightness, "TOO_DARK"),
-        _check("brightness_max", brightness, limits.max_brightness, brightness <= limits.max_brightness, "TOO_BRIGHT"),
-        _check("contrast", contrast, limits.min_contrast, contrast >= limits.min_contrast, "TOO_DARK"),
+    checks = (
+        _check("inter_eye_px", eye_px, limits.min_inter_eye_px, eye_px >= limits.min_inter_eye_px, MOVE_CLOSER),
+        _check("yaw_ratio", yaw, limits.max_yaw_ratio, yaw <= limits.max_yaw_ratio, FACE_THE_CAMERA),
+        _check("pitch_ratio", pitch, limits.max_pitch_ratio, pitch <= limits.max_pitch_ratio, FACE_THE_CAMERA),
+        _check("roll_deg", roll, limits.max_roll_deg, roll <= limits.max_roll_deg, FACE_THE_CAMERA),
+        _check("sharpness", sharp, limits.min_sharpness, sharp >= limits.min_sharpness, HOLD_STILL),
+        _check("brightness_min", brightness, limits.min_brightness, brightness >= limits.min_brightness, TOO_DARK),
+        _check("brightness_max", brightness, limits.max_brightness, brightness <= limits.max_brightness, TOO_BRIGHT),
+        _check("contrast", contrast, limits.min_contrast, contrast >= limits.min_contrast, TOO_DARK),
     )
+    if box is not None and frame_size is not None:
+        checks += frame_checks(landmarks, box, frame_size, limits)
+    if eyes is not None:
+        checks += (eyes_check(eyes, limits),)
+    return checks
 
 
 def failed(findings: tuple[QualityFinding, ...]) -> tuple[QualityFinding, ...]:

@@ -35,3 +35,11 @@ def to_input_tensor(batch_bgr: np.ndarray, spec: InputSpec) -> np.ndarray:
         # The transposed copy is what the model gets; the caller wipes that one.
         tensor.fill(0)
     return laid_out
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis, in float64 so a confident logit does not round to exactly 1."""
+    shifted = np.asarray(logits, dtype=np.float64)
+    shifted = shifted - shifted.max(axis=-1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=-1, keepdims=True)

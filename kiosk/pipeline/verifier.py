@@ -23,9 +23,11 @@ from kiosk.pipeline.compare import cosine_similarity, fuse_embeddings
 from kiosk.pipeline.decode import ImageLimits, decode_image
 from kiosk.pipeline.detect import MtcnnDetector, MtcnnThresholds, dominant_face
 from kiosk.pipeline.embed import Embedder
+from kiosk.pipeline.eyes import EyeStateModel
 from kiosk.pipeline.landmarks import FaceMesh
 from kiosk.pipeline.scratch import Scratch, StageTimer
 from kiosk.pipeline.types import (
+    AlignedFace,
     BgrImage,
     Box,
     Decision,
@@ -34,6 +36,7 @@ from kiosk.pipeline.types import (
     FaceFinding,
     ImageRole,
     OperatingPoint,
+    QualityFinding,
     Verification,
 )
 from kiosk.runtime.manifest import load_manifest
@@ -78,10 +81,13 @@ class Verifier:
         profile: HardwareProfile,
         model_versions: dict[str, str],
         face_mesh: FaceMesh | None = None,
+        eye_state: EyeStateModel | None = None,
     ):
         self.detector = detector
         # Dense landmarks for the live session's challenges; the Verify path does not use them.
         self.face_mesh = face_mesh
+        # Eye openness for the quality check on single photos (fr_eye).
+        self.eye_state = eye_state
         self.embedder = embedder
         self.calibration = calibration
         self.settings = settings
@@ -111,7 +117,18 @@ class Verifier:
             else None
         )
         face_mesh = FaceMesh(*factory.create("face_mesh"))
-        verifier = cls(detector, embedder, calibration, settings, profile, versions, face_mesh)
+        eye_session = factory.create("eye_state")
+        versions["eye_state"] = eye_session[1].version
+        verifier = cls(
+            detector,
+            embedder,
+            calibration,
+            settings,
+            profile,
+            versions,
+            face_mesh,
+            eye_state=EyeStateModel(*eye_session),
+        )
         verifier.warm_up()
         return verifier
 
@@ -134,6 +151,8 @@ class Verifier:
         self.embedder.embed(np.zeros((112, 112, 3), dtype=np.uint8))
         if self.face_mesh is not None:
             self.face_mesh.warm_up()
+        if self.eye_state is not None:
+            self.eye_state.warm_up()
 
     def verify(
         self, id_photo: bytes, live_photos: Sequence[bytes], target_fmr: float | None = None
@@ -209,9 +228,8 @@ class Verifier:
                 raise
         with timer.stage("align"):
             aligned = scratch.keep(align_face(image, face.landmarks))
-        limits = self.quality_limits(role)
         with timer.stage("quality"):
-            checks = quality.assess(face.landmarks, aligned, limits)
+            checks = self.assess_quality(image, face, aligned, role)
         finding = FaceFinding(role, index, True, face.box, face.score, checks)
         findings.append(finding)
         problems = quality.failed(checks)
@@ -221,6 +239,16 @@ class Verifier:
         with timer.stage("embed"):
             embedding = scratch.keep(self.embedder.embed(aligned))
         return AnalysedFace(finding, embedding)
+
+    def assess_quality(
+        self, image: BgrImage, face: FaceDetection, aligned: AlignedFace, role: ImageRole
+    ) -> tuple[QualityFinding, ...]:
+        """Every quality check of ``face`` in ``image`` with the role's limits, eye model included."""
+        limits = self.quality_limits(role)
+        # A limit of 0 switches the eye check off (the ID photo): skip the model too.
+        eyes = self.eye_state.openness(image, face) if self.eye_state and limits.min_eye_open_probability > 0 else None
+        height, width = image.shape[:2]
+        return quality.assess(face.landmarks, aligned, limits, box=face.box, frame_size=(width, height), eyes=eyes)
 
     def embed_file(self, path: Path) -> Embedding:
         """Embedding of a photo file's subject face, for offline evaluation: no quality gate.

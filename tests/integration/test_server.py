@@ -129,7 +129,7 @@ def test_verify_genuine_pair_matches_and_is_audited(kiosk, photos):
         (pb.FaceFinding.LIVE_FRAME, 0, True),
     ]
     assert all(f.HasField("box") and f.quality for f in response.findings)
-    assert set(response.model_versions) == {"mtcnn_pnet", "mtcnn_rnet", "mtcnn_onet", "embedder"}
+    assert set(response.model_versions) == {"mtcnn_pnet", "mtcnn_rnet", "mtcnn_onet", "embedder", "eye_state"}
     assert response.timings_ms["embed"] > 0
     assert response.liveness.status == pb.LivenessOutcome.NOT_PERFORMED
     # Decision, scores, boxes and quality figures only: nothing image-sized comes back.
