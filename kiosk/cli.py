@@ -1,4 +1,4 @@
-"""Command line: `kiosk serve | verify | session | health | calibrate | evaluate | audit`.
+"""Command line: `kiosk serve | verify | session | health | calibrate | evaluate | liveness-report | audit`.
 
 Exit status of `verify` and `session`: 0 match, 1 no match, 2 no decision possible or error.
 Exit status of `health`: 0 serving, 1 not serving, 2 error (e.g. nothing listening).
@@ -47,6 +47,11 @@ def verification_dict(verification: Verification) -> dict:
             }
             for f in verification.findings
         ],
+        "liveness": {
+            "status": verification.liveness.status.value,
+            "failed_check": verification.liveness.failed_check,
+            "passive_score": verification.liveness.passive_score,
+        },
     }
 
 
@@ -63,9 +68,19 @@ def print_verification(verification: Verification, as_json: bool, out=None) -> i
             print(f"similarity: {verification.similarity:.4f}", file=out)
         point = verification.operating_point
         print(f"threshold: {point.threshold:.4f} (target FMR {point.target_fmr:g})", file=out)
+        print(f"liveness: {liveness_text(verification)}", file=out)
         print("models: " + ", ".join(f"{k}={v}" for k, v in sorted(verification.model_versions.items())), file=out)
         print("timings_ms: " + ", ".join(f"{k}={v:.1f}" for k, v in verification.timings_ms.items()), file=out)
     return {Decision.MATCH: EXIT_MATCH, Decision.NO_MATCH: EXIT_NO_MATCH}.get(verification.decision, EXIT_UNDECIDED)
+
+
+def liveness_text(verification: Verification) -> str:
+    """"passed (passive score 0.9990)", "failed: passive (passive score 0.0123)", "not_performed"."""
+    liveness = verification.liveness
+    text = liveness.status.value + (f": {liveness.failed_check}" if liveness.failed_check else "")
+    if liveness.passive_score is not None:
+        text += f" (passive score {liveness.passive_score:.4f})"
+    return text
 
 
 def _read_photo(path: str) -> bytes:
@@ -220,6 +235,55 @@ def cmd_calibrate(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_liveness_report(args: argparse.Namespace, settings: Settings) -> int:
+    """Score the labelled spoof set and print BPCER and APCER per species (optionally write liveness.toml)."""
+    from kiosk.liveness_calibration import (
+        calibrate,
+        format_figures,
+        liveness_toml,
+        load_liveness_calibration,
+        read_spoof_labels,
+        score_presentations,
+    )
+    from kiosk.pipeline.verifier import Verifier
+
+    root = Path(args.root)
+    verifier = Verifier.load(settings, calibrated=False)
+    shipped = None
+    if args.threshold is None:
+        shipped = load_liveness_calibration(
+            settings.models.resolved_dir() / settings.models.liveness, verifier.model_versions["liveness"]
+        )
+    threshold = args.threshold if args.threshold is not None else shipped.threshold
+    presentations = score_presentations(verifier.passive_score_file, root, read_spoof_labels(root), _progress)
+    rationale = args.rationale if args.rationale is not None else (shipped.rationale if shipped else "")
+    calibration = calibrate(
+        presentations,
+        threshold,
+        model=verifier.model_versions["liveness"],
+        data="spoof/labels.csv",
+        created=datetime.date.today().isoformat(),
+        rationale=rationale,
+    )
+    print(
+        f"scored {sum(p.score is not None for p in presentations)} of {len(presentations)} presentations; "
+        f"no face: {calibration.bona_fide_without_face} bona fide, {calibration.attacks_without_face} attacks"
+    )
+    print(format_figures("shipped" if args.threshold is None else "at --threshold", calibration.shipped))
+    for point in calibration.at_bpcer:
+        print(format_figures(f"at BPCER {point.target_bpcer * 100:g} %", point.figures))
+    for pattern in args.extra:
+        paths = sorted(p.relative_to(root).as_posix() for p in root.glob(pattern) if p.is_file())
+        scored = score_presentations(verifier.passive_score_file, root, [(p, "real", "") for p in paths], _progress)
+        scores = [p.score for p in scored if p.score is not None]
+        passed = sum(score >= threshold for score in scores)
+        print(f"{pattern}: {passed} of {len(scores)} photos with a face pass ({passed / max(len(scores), 1) * 100:.1f} %)")
+    if args.out:
+        Path(args.out).write_text(liveness_toml(calibration))
+        print(f"wrote {args.out}")
+    return 0
+
+
 def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
     from kiosk.audit import main_verify
 
@@ -281,6 +345,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--uncalibrated", action="store_true", help="do not load the current calibration (first calibration of a new model)"
     )
     commands.choices["evaluate"].add_argument("--scores-out", required=True)
+
+    report = commands.add_parser(
+        "liveness-report", help="APCER per attack species and BPCER of passive liveness on a labelled spoof set"
+    )
+    report.add_argument("--root", required=True, help="folder holding spoof/labels.csv (paths are relative to it)")
+    report.add_argument("--threshold", type=float, help="evaluate this threshold instead of the shipped one")
+    report.add_argument("--out", help="write a liveness calibration file (models/liveness.toml format) for the threshold")
+    report.add_argument("--rationale", help="why this threshold, stored in the written file")
+    report.add_argument(
+        "--extra", action="append", default=[], metavar="GLOB",
+        help="also report the share of these photos (relative to --root) that pass; not used for the figures",
+    )
+    report.set_defaults(handler=cmd_liveness_report)
 
     audit = commands.add_parser("audit", help="audit log tools: `kiosk audit verify FILE [--key-file K]`")
     audit.add_argument("rest", nargs=argparse.REMAINDER)

@@ -215,6 +215,8 @@ class ModelSettings:
     manifest: str = "manifest.toml"
     # Calibrated thresholds per target FMR, relative to models.dir.
     calibration: str = "calibration.toml"
+    # Passive-liveness threshold and the attack/bona fide figures behind it, relative to models.dir.
+    liveness: str = "liveness.toml"
 
     def resolved_dir(self) -> Path:
         return Path(self.dir) if self.dir else bundled_models_dir()

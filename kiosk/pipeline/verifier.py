@@ -1,9 +1,12 @@
 """The verification pipeline: ID photo + live photo(s) -> decision.
 
-decode -> detect -> dominant face -> align -> quality -> embed -> compare -> decision,
-all inside a ``Scratch`` that zeroes every buffer before the call returns, on success
-and on error. Capture problems (no face, a second person, an unusable face) are not
-errors: they become a RETRY decision with a stable reason code.
+decode -> detect -> dominant face -> align -> quality -> passive liveness (live photos
+only) -> embed -> compare -> decision, all inside a ``Scratch`` that zeroes every buffer
+before the call returns, on success and on error. Capture problems (no face, a second
+person, an unusable face) are not errors: they become a RETRY decision with a stable
+reason code. So does a live photo that the passive-liveness model judges an attack
+(``presentation_attack_suspected``): it is never a MATCH, and the kiosk retries under
+supervision rather than telling a possibly genuine person that they do not match.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import cv2
 import numpy as np
 
 from kiosk.calibration import Calibration, load_calibration
+from kiosk.liveness_calibration import LivenessCalibration, load_liveness_calibration
 from kiosk.errors import ConfigError, InvalidRequest, LowQuality, Undecidable
 from kiosk.pipeline import quality
 from kiosk.pipeline.align import align_face
@@ -25,6 +29,7 @@ from kiosk.pipeline.detect import MtcnnDetector, MtcnnThresholds, dominant_face
 from kiosk.pipeline.embed import Embedder
 from kiosk.pipeline.eyes import EyeStateModel
 from kiosk.pipeline.landmarks import FaceMesh
+from kiosk.pipeline.liveness import PASSIVE_CHECK, PassiveLiveness, PresentationAttackSuspected
 from kiosk.pipeline.scratch import Scratch, StageTimer
 from kiosk.pipeline.types import (
     AlignedFace,
@@ -35,6 +40,8 @@ from kiosk.pipeline.types import (
     FaceDetection,
     FaceFinding,
     ImageRole,
+    LivenessOutcome,
+    LivenessStatus,
     OperatingPoint,
     QualityFinding,
     Verification,
@@ -55,6 +62,8 @@ class AnalysedFace:
 
     finding: FaceFinding
     embedding: Embedding
+    # P(live) from the passive-liveness model, when it was asked for (live photos of Verify).
+    passive_score: float | None = None
 
 
 def decide(similarity: float, operating_point: OperatingPoint) -> Decision:
@@ -82,12 +91,17 @@ class Verifier:
         model_versions: dict[str, str],
         face_mesh: FaceMesh | None = None,
         eye_state: EyeStateModel | None = None,
+        passive_liveness: PassiveLiveness | None = None,
+        liveness_calibration: LivenessCalibration | None = None,
     ):
         self.detector = detector
         # Dense landmarks for the live session's challenges; the Verify path does not use them.
         self.face_mesh = face_mesh
         # Eye openness for the quality check on single photos (fr_eye).
         self.eye_state = eye_state
+        # P(live) of a live photo, and the calibrated threshold it is held to.
+        self.passive_liveness = passive_liveness
+        self.liveness_calibration = liveness_calibration
         self.embedder = embedder
         self.calibration = calibration
         self.settings = settings
@@ -100,7 +114,8 @@ class Verifier:
     def load(cls, settings: Settings, calibrated: bool = True) -> "Verifier":
         """Hash-check and load the bundled models for the configured profile, then warm up.
 
-        ``calibrated=False`` skips the calibration file: only for `kiosk calibrate` on a new model.
+        ``calibrated=False`` skips the calibration files (match thresholds and the liveness
+        threshold): only for `kiosk calibrate` and `kiosk liveness-report` on a new model.
         """
         profile = select_profile(settings.hardware.profile)
         models_dir = settings.models.resolved_dir()
@@ -117,8 +132,14 @@ class Verifier:
             else None
         )
         face_mesh = FaceMesh(*factory.create("face_mesh"))
-        eye_session = factory.create("eye_state")
+        eye_session, liveness_session = factory.create("eye_state"), factory.create("liveness")
         versions["eye_state"] = eye_session[1].version
+        versions["liveness"] = liveness_session[1].version
+        liveness_calibration = (
+            load_liveness_calibration(Path(models_dir) / settings.models.liveness, versions["liveness"])
+            if calibrated
+            else None
+        )
         verifier = cls(
             detector,
             embedder,
@@ -128,6 +149,8 @@ class Verifier:
             versions,
             face_mesh,
             eye_state=EyeStateModel(*eye_session),
+            passive_liveness=PassiveLiveness(*liveness_session),
+            liveness_calibration=liveness_calibration,
         )
         verifier.warm_up()
         return verifier
@@ -153,6 +176,8 @@ class Verifier:
             self.face_mesh.warm_up()
         if self.eye_state is not None:
             self.eye_state.warm_up()
+        if self.passive_liveness is not None:
+            self.passive_liveness.warm_up()
 
     def verify(
         self, id_photo: bytes, live_photos: Sequence[bytes], target_fmr: float | None = None
@@ -170,7 +195,7 @@ class Verifier:
             try:
                 reference = self.analyse(scratch, id_photo, ImageRole.ID_PHOTO, 0, findings, timer)
                 live = [
-                    self.analyse(scratch, photo, ImageRole.LIVE_FRAME, i, findings, timer)
+                    self.analyse(scratch, photo, ImageRole.LIVE_FRAME, i, findings, timer, passive_liveness=True)
                     for i, photo in enumerate(live_photos)
                 ]
             except Undecidable as e:
@@ -183,6 +208,7 @@ class Verifier:
                     model_versions=dict(self.model_versions),
                     timings_ms=timer.as_dict(),
                     message=e.message,
+                    liveness=refused_liveness(e),
                 )
             with timer.stage("compare"):
                 probe = scratch.keep(fuse_embeddings([face.embedding for face in live]))
@@ -195,6 +221,8 @@ class Verifier:
             findings=tuple(findings),
             model_versions=dict(self.model_versions),
             timings_ms=timer.as_dict(),
+            # Every live photo passed, or analyse would have raised: report the weakest.
+            liveness=LivenessOutcome(LivenessStatus.PASSED, passive_score=min(face.passive_score for face in live)),
         )
 
     def analyse(
@@ -205,11 +233,13 @@ class Verifier:
         index: int,
         findings: list[FaceFinding],
         timer: StageTimer,
+        *,
+        passive_liveness: bool = False,
     ) -> AnalysedFace:
         """Decode one image and return its subject face; appends its finding even on failure."""
         with timer.stage("decode"):
             image = scratch.keep(decode_image(encoded, self.image_limits))
-        return self.analyse_image(scratch, image, role, index, findings, timer)
+        return self.analyse_image(scratch, image, role, index, findings, timer, passive_liveness=passive_liveness)
 
     def analyse_image(
         self,
@@ -219,7 +249,14 @@ class Verifier:
         index: int,
         findings: list[FaceFinding],
         timer: StageTimer,
+        *,
+        passive_liveness: bool = False,
     ) -> AnalysedFace:
+        """The subject face of a decoded image, quality-checked and embedded.
+
+        With ``passive_liveness`` (live photos only) a usable face must also pass the
+        passive-liveness threshold, else ``PresentationAttackSuspected`` is raised.
+        """
         with timer.stage("detect"):
             try:
                 face = self.subject_face(scratch, image, role)
@@ -236,9 +273,13 @@ class Verifier:
         if problems:
             codes = ", ".join(sorted({p.code for p in problems}))
             raise LowQuality("low_quality", f"the {role.value.replace('_', ' ')} is not usable: {codes}")
+        passive_score = None
+        if passive_liveness:
+            with timer.stage("liveness"):
+                passive_score = self.check_passive_liveness(image, face)
         with timer.stage("embed"):
             embedding = scratch.keep(self.embedder.embed(aligned))
-        return AnalysedFace(finding, embedding)
+        return AnalysedFace(finding, embedding, passive_score)
 
     def assess_quality(
         self, image: BgrImage, face: FaceDetection, aligned: AlignedFace, role: ImageRole
@@ -249,6 +290,15 @@ class Verifier:
         eyes = self.eye_state.openness(image, face) if self.eye_state and limits.min_eye_open_probability > 0 else None
         height, width = image.shape[:2]
         return quality.assess(face.landmarks, aligned, limits, box=face.box, frame_size=(width, height), eyes=eyes)
+
+    def check_passive_liveness(self, image: BgrImage, face: FaceDetection) -> float:
+        """P(live) of a live photo's face; raises ``PresentationAttackSuspected`` below the threshold."""
+        if self.passive_liveness is None or self.liveness_calibration is None:
+            raise ConfigError("no passive-liveness model or threshold loaded: run kiosk liveness-report --out")
+        score = self.passive_liveness.score(image, face)
+        if score < self.liveness_calibration.threshold:
+            raise PresentationAttackSuspected(score)
+        return score
 
     def embed_file(self, path: Path) -> Embedding:
         """Embedding of a photo file's subject face, for offline evaluation: no quality gate.
@@ -261,6 +311,15 @@ class Verifier:
             face = self.subject_face(scratch, image, ImageRole.ID_PHOTO)
             aligned = scratch.keep(align_face(image, face.landmarks))
             return self.embedder.embed(aligned)
+
+    def passive_score_file(self, path: Path) -> float:
+        """P(live) of a photo file's subject face as a live frame, for offline evaluation: no quality gate."""
+        if self.passive_liveness is None:
+            raise ConfigError("no passive-liveness model loaded")
+        with Scratch() as scratch:
+            image = scratch.keep(decode_image(Path(path).read_bytes(), self.image_limits))
+            face = self.subject_face(scratch, image, ImageRole.LIVE_FRAME)
+            return self.passive_liveness.score(image, face)
 
     def quality_limits(self, role: ImageRole) -> QualityLimits:
         q = self.settings.quality
@@ -288,6 +347,14 @@ class Verifier:
             faces = self.detector.detect(small, self.min_face_px(image, self.profile.detector.min_face_px) * scale)
             faces = [shift_detection(f, 0, scale) for f in faces]
         return dominant_face(faces, width, height, role)
+
+
+def refused_liveness(error: Undecidable) -> LivenessOutcome:
+    """The liveness outcome of a verification that ended without a comparison."""
+    if isinstance(error, PresentationAttackSuspected):
+        return LivenessOutcome(LivenessStatus.FAILED, PASSIVE_CHECK, error.score)
+    # Something else stopped it before every live photo was checked.
+    return LivenessOutcome(LivenessStatus.NOT_PERFORMED)
 
 
 def shift_detection(face: FaceDetection, offset: float, scale: float) -> FaceDetection:

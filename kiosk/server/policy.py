@@ -11,12 +11,12 @@ from dataclasses import dataclass
 
 from kiosk.audit import AuditLog
 from kiosk.errors import ConsentRequired
-from kiosk.pipeline.types import Verification
+from kiosk.pipeline.types import LivenessOutcome, LivenessStatus, Verification
 from kiosk.server.calls import CallMeta
 from kiosk.settings import Settings
 
-# The liveness stage does not exist yet; its outcome is recorded as such.
-LIVENESS_NOT_PERFORMED = "not_performed"
+# A refusal for lack of consent happens before any liveness check.
+LIVENESS_NOT_PERFORMED = LivenessStatus.NOT_PERFORMED.value
 # Longest version string quoted back in a refusal message.
 MAX_QUOTED_CHARS = 64
 
@@ -28,6 +28,13 @@ class Caller:
     # Client certificate subject under mutual TLS, "local" on a plain local listener.
     identity: str
     device_id: str
+
+
+def audit_liveness(outcome: LivenessOutcome) -> str:
+    """The audit record's liveness field: "passed", "failed:<check>" or "not_performed" (no score)."""
+    if outcome.status is LivenessStatus.FAILED:
+        return f"{outcome.status.value}:{outcome.failed_check}"
+    return outcome.status.value
 
 
 class ServicePolicy:
@@ -87,6 +94,6 @@ class ServicePolicy:
             target_fmr=point.target_fmr,
             model_versions=verification.model_versions,
             consent_version=meta.consent.text_version,
-            liveness=LIVENESS_NOT_PERFORMED,
+            liveness=audit_liveness(verification.liveness),
         )
         return record.audit_id

@@ -129,9 +129,12 @@ def test_verify_genuine_pair_matches_and_is_audited(kiosk, photos):
         (pb.FaceFinding.LIVE_FRAME, 0, True),
     ]
     assert all(f.HasField("box") and f.quality for f in response.findings)
-    assert set(response.model_versions) == {"mtcnn_pnet", "mtcnn_rnet", "mtcnn_onet", "embedder", "eye_state"}
+    assert set(response.model_versions) == {
+        "mtcnn_pnet", "mtcnn_rnet", "mtcnn_onet", "embedder", "eye_state", "liveness"
+    }  # fmt: skip
     assert response.timings_ms["embed"] > 0
-    assert response.liveness.status == pb.LivenessOutcome.NOT_PERFORMED
+    # The live photo was checked by the passive-liveness model (the ID photo never is).
+    assert response.liveness.status == pb.LivenessOutcome.PASSED and response.liveness.HasField("passive_score")
     # Decision, scores, boxes and quality figures only: nothing image-sized comes back.
     assert response.ByteSize() < 2048
 
@@ -147,7 +150,7 @@ def test_verify_genuine_pair_matches_and_is_audited(kiosk, photos):
     assert record["similarity"] == round(response.similarity, 2)
     assert record["threshold"] == response.threshold
     assert record["consent_version"] == CONSENT_VERSION
-    assert record["liveness"] == "not_performed"
+    assert record["liveness"] == "passed"
     assert record["model_versions"] == dict(response.model_versions)
 
 
