@@ -111,12 +111,12 @@ def cmd_session(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    from kiosk.runtime.hardening import allocator_environment
+    from kiosk.runtime.hardening import startup_environment
 
-    environment = allocator_environment(os.environ)
+    environment = startup_environment(os.environ)
     if environment is not None:
-        # glibc reads its tunables only at process start: start over once, same pid and
-        # arguments, with its per-thread cache off (kiosk.runtime.hardening says why).
+        # glibc and ONNX Runtime read these settings only when the process starts: start
+        # over once, same pid and arguments, with them set (kiosk.runtime.hardening says why).
         os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], environment)
     from kiosk.server.app import serve_forever
 

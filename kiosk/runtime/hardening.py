@@ -21,8 +21,14 @@ Each measure closes a way for a photo or an embedding to outlive the request:
 * glibc's per-thread cache was measured keeping the last few hundred bytes of a request
   message (a photo's end) in a small chunk that never got the perturb fill. It can only
   be turned off by ``GLIBC_TUNABLES=glibc.malloc.tcache_count=0`` in the environment the
-  process starts with, so ``kiosk serve`` starts itself over once with it
-  (``allocator_environment``).
+  process starts with.
+* ONNX Runtime's Linux wheels (1.29 and later) record usage events (process and model
+  information, run counts and durations) in a database under ``~/.cache/Microsoft`` and
+  upload them to Microsoft. ``ORT_DISABLE_TELEMETRY=1``, set before ONNX Runtime
+  initialises, turns that off completely: no file, no device id, no upload.
+
+``kiosk serve`` starts itself over once (same pid and arguments) with the environment
+of the last two (``startup_environment``).
 
 The README's "Zero retention" section has the measurements behind each choice.
 * Swap would put heap pages on disk where no wipe reaches them. The service cannot
@@ -51,6 +57,8 @@ FREED_MEMORY_BYTE = 0xFF
 PROC_SWAPS = Path("/proc/swaps")
 # The glibc tunable that turns the per-thread cache off; glibc reads it at process start only.
 TCACHE_OFF = "glibc.malloc.tcache_count=0"
+# ONNX Runtime's telemetry opt-out, read once when it initialises.
+ORT_TELEMETRY_OFF = ("ORT_DISABLE_TELEMETRY", "1")
 
 
 @dataclass(frozen=True)
@@ -61,6 +69,7 @@ class Hardening:
     not_dumpable: bool
     freed_memory_overwritten: bool
     small_chunk_cache_off: bool
+    onnxruntime_telemetry_off: bool
     swap_active: bool
 
     @property
@@ -113,19 +122,24 @@ def runs_on_glibc() -> bool:
         return False  # not a GNU C library: no such configuration name
 
 
-def allocator_environment(environ: Mapping[str, str]) -> dict[str, str] | None:
-    """``environ`` with glibc's per-thread cache turned off, or None when nothing needs to change.
+def tcache_off(environ: Mapping[str, str]) -> bool:
+    return TCACHE_OFF in environ.get("GLIBC_TUNABLES", "").split(":")
 
-    None when the tunable is already set (the process started with it) or the C library
-    is not glibc. Other tunables in ``GLIBC_TUNABLES`` are kept.
+
+def startup_environment(environ: Mapping[str, str]) -> dict[str, str] | None:
+    """``environ`` with what must be set when the process starts, or None when it already is.
+
+    That is ONNX Runtime's telemetry opt-out and, on glibc, the per-thread cache turned
+    off; other tunables in ``GLIBC_TUNABLES`` are kept.
     """
-    if not runs_on_glibc():
-        return None
-    tunables = [t for t in environ.get("GLIBC_TUNABLES", "").split(":") if t]
-    if TCACHE_OFF in tunables:
-        return None
-    kept = [t for t in tunables if not t.startswith("glibc.malloc.tcache_count=")]
-    return {**environ, "GLIBC_TUNABLES": ":".join([*kept, TCACHE_OFF])}
+    wanted = dict(environ)
+    name, value = ORT_TELEMETRY_OFF
+    wanted[name] = value
+    if runs_on_glibc() and not tcache_off(environ):
+        tunables = [t for t in environ.get("GLIBC_TUNABLES", "").split(":") if t]
+        kept = [t for t in tunables if not t.startswith("glibc.malloc.tcache_count=")]
+        wanted["GLIBC_TUNABLES"] = ":".join([*kept, TCACHE_OFF])
+    return None if wanted == dict(environ) else wanted
 
 
 def swap_active(proc_swaps: Path = PROC_SWAPS) -> bool:
@@ -151,19 +165,26 @@ def harden_process(log: logging.Logger, proc_swaps: Path = PROC_SWAPS) -> Harden
     overwritten = overwrite_freed_memory()
     if not overwritten:
         log.warning("freed memory is not overwritten: this C library has no mallopt(M_PERTURB)")
-    cache_off = runs_on_glibc() and allocator_environment(os.environ) is None
+    cache_off = runs_on_glibc() and tcache_off(os.environ)
     if runs_on_glibc() and not cache_off:
         log.warning("glibc's per-thread cache is on: start the service with `kiosk serve` (or set %s)", TCACHE_OFF)
-    hardening = Hardening(core_limit_zero(), not_dumpable(), overwritten, cache_off, swap_active(proc_swaps))
+    name, value = ORT_TELEMETRY_OFF
+    telemetry_off = os.environ.get(name) == value
+    if not telemetry_off:
+        log.warning("ONNX Runtime telemetry is on: start the service with `kiosk serve` (or set %s=%s)", name, value)
+    hardening = Hardening(
+        core_limit_zero(), not_dumpable(), overwritten, cache_off, telemetry_off, swap_active(proc_swaps)
+    )
     if hardening.swap_active:
         log.warning(
             "swap is active: heap pages holding photos may be written to the swap device; "
             "disable swap (or use encrypted swap) on a kiosk"
         )
     log.info(
-        "hardening: core dumps %s, freed memory %s, glibc per-thread cache %s",
+        "hardening: core dumps %s, freed memory %s, glibc per-thread cache %s, ONNX Runtime telemetry %s",
         "disabled" if hardening.core_dumps_disabled else "ENABLED",
         "overwritten" if overwritten else "NOT overwritten",
         "off" if cache_off else "ON",
+        "off" if telemetry_off else "ON",
     )
     return hardening
