@@ -287,7 +287,11 @@ def cmd_liveness_report(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
     from kiosk.audit import main_verify
 
-    return main_verify(args.rest)
+    # `kiosk audit verify FILE...`: the tool's name is not one of the files.
+    if args.rest[:1] != ["verify"]:
+        print("usage: kiosk audit verify FILE... [--key-file KEYFILE | --config SETTINGS]", file=sys.stderr)
+        return 2
+    return main_verify(args.rest[1:])
 
 
 def build_parser() -> argparse.ArgumentParser:
