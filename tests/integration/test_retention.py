@@ -1,0 +1,896 @@
+"""Zero retention, proven on the real server process: memory, disk, logs, cross-request residue, consent.
+
+Each test runs ``python -m kiosk serve`` as a subprocess with the bundled models, a fresh
+HOME, TMPDIR and working directory, and sends it real face photos from the shared data
+(read in place, never copied) made unique per test: a random-noise patch is pasted in a
+corner away from the face and the photo is re-encoded, so its encoded bytes and its
+decoded pixel rows exist nowhere else. For every such *marker* the test computes, with
+the same pipeline functions in this process, the byte strings a careless server would
+keep ("needles"):
+
+* encoded: 64-byte chunks of the JPEG's entropy-coded data (the noise patch's first);
+* pixels: full rows of the noise patch as decoded (BGR, 144 bytes);
+* aligned: rows of the 112x112 aligned face crop (336 bytes);
+* raw: 64-byte chunks of the embedder's float32 output before normalisation;
+* embedding: 64-byte chunks of the L2-normalised float32 embedding.
+
+After the call has returned and the server has gone idle, every readable and writable
+mapping of the server (``/proc/PID/maps``) is read through ``/proc/PID/mem`` and searched
+for every needle. The float needles are only meaningful if the server computes the
+same bits: same model, same input, same thread count (the hardware profile) should give
+bit-identical output in another process. ``test_positive_control_*`` proves it and
+proves the search can fail: a server with its retention measures switched off leaves
+every kind of needle behind, and the hardened server's own open session is found
+holding its ID photo's embedding until the session ends.
+
+Reading a non-dumpable process's memory needs root (CAP_SYS_PTRACE); the tests skip
+with that reason otherwise. README, "Zero retention: what is wiped and how", has the
+mechanisms these tests prove and what they do not cover.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import grpc
+import numpy as np
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from kiosk.errors import Undecidable
+from kiosk.pipeline.align import align_face
+from kiosk.pipeline.decode import decode_image
+from kiosk.pipeline.scratch import Scratch
+from kiosk.pipeline.tensors import to_input_tensor
+from kiosk.pipeline.types import ImageRole
+from kiosk.pipeline.verifier import Verifier
+from kiosk.runtime.profile import select_profile
+from kiosk.settings import Settings, bundled_profiles_dir
+from kiosk.v1 import kiosk_pb2 as pb
+from kiosk.v1 import kiosk_pb2_grpc
+
+REPO = Path(__file__).resolve().parents[2]
+CONSENT_VERSION = Settings().consent.accepted_versions[0]
+TIMEOUT = 120  # generous: model loading and scans share 2 cores with other test runs
+# Noise patch: PATCH x PATCH pixels at (PATCH_AT, PATCH_AT), in the corner, away from the face.
+PATCH = 48
+PATCH_AT = 4
+CHUNK = 64  # bytes per needle of the encoded image and of the float vectors
+ALIGNED_ROWS = (40, 56, 72)  # eyes, nose and mouth rows of the 112x112 crop
+# Classes of needles, in the order reports list them.
+ENCODED, PIXELS, ALIGNED, RAW, EMBEDDING = "encoded", "pixels", "aligned", "raw", "embedding"
+CLASSES = (ENCODED, PIXELS, ALIGNED, RAW, EMBEDDING)
+# The control server: the same service with its retention measures switched off, in
+# this process's test code only (the product has no switch for them).
+CONTROL_BOOTSTRAP = """
+import sys
+from kiosk.pipeline import scratch
+from kiosk.runtime import hardening
+scratch.Scratch.wipe = lambda self: None
+hardening.overwrite_freed_memory = lambda byte=0: False
+hardening.startup_environment = lambda environ: None
+from kiosk.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+# --------------------------------------------------------------------------- markers and needles
+
+
+@dataclass(frozen=True)
+class Marker:
+    """One request image, unique to this test, and the byte strings that would betray it."""
+
+    name: str
+    encoded: bytes
+    needles: dict[str, tuple[bytes, ...]]
+
+
+def _entropy_coded(data: bytes) -> tuple[int, int]:
+    """Start and end of the first scan's entropy-coded data of a baseline JPEG."""
+    sos = data.index(b"\xff\xda")
+    start = sos + 2 + int.from_bytes(data[sos + 2 : sos + 4], "big")
+    return start, data.rindex(b"\xff\xd9")
+
+
+def _chunks(data: bytes, offsets) -> tuple[bytes, ...]:
+    return tuple(data[o : o + CHUNK] for o in offsets if o + CHUNK <= len(data))
+
+
+def _with_noise_patch(image: np.ndarray, rng: np.random.Generator) -> bytes:
+    marked = image.copy()
+    marked[PATCH_AT : PATCH_AT + PATCH, PATCH_AT : PATCH_AT + PATCH] = rng.integers(
+        0, 256, (PATCH, PATCH, 3), dtype=np.uint8
+    )
+    ok, encoded = cv2.imencode(".jpg", marked, [cv2.IMWRITE_JPEG_QUALITY, 95])
+    assert ok
+    return encoded.tobytes()
+
+
+def make_marker(
+    verifier: Verifier, name: str, image: np.ndarray, role: ImageRole | None, rng: np.random.Generator
+) -> Marker:
+    """``image`` with a fresh noise patch, and its needles; ``role=None`` for a photo without a face."""
+    encoded = _with_noise_patch(image, rng)
+    start, end = _entropy_coded(encoded)
+    # Two chunks of the noise patch's MCUs (unique to this marker), then four across the image.
+    spread = np.linspace(start + 2 * CHUNK, end - CHUNK, 4).astype(int)
+    needles = {ENCODED: _chunks(encoded, [start, start + CHUNK, *spread])}
+    decoded = cv2.imdecode(np.frombuffer(encoded, np.uint8), cv2.IMREAD_COLOR)
+    rows = range(PATCH_AT + 4, PATCH_AT + PATCH, 12)
+    needles[PIXELS] = tuple(decoded[y, PATCH_AT : PATCH_AT + PATCH].tobytes() for y in rows)
+    if role is None:
+        return Marker(name, encoded, needles)
+    # The pipeline's own functions on the same bytes, as the server runs them.
+    with Scratch() as scratch:
+        image = scratch.keep(decode_image(encoded, verifier.image_limits))
+        try:
+            face = verifier.subject_face(scratch, image, role)
+        except Undecidable:
+            return Marker(name, encoded, needles)  # no face here, so none in the server either
+        aligned = scratch.keep(align_face(image, face.landmarks))
+        embedder = verifier.embedder
+        tensor = scratch.keep(to_input_tensor(aligned[np.newaxis], embedder.entry.input))
+        (raw,) = embedder.session.run([embedder.output_name], {embedder.entry.input.name: tensor})
+        embedding = embedder.embed(aligned)
+        needles[ALIGNED] = tuple(aligned[y].tobytes() for y in ALIGNED_ROWS)
+        needles[RAW] = _chunks(raw[0].astype(np.float32).tobytes(), range(0, raw[0].nbytes, 256))
+        needles[EMBEDDING] = _chunks(embedding.tobytes(), range(0, embedding.nbytes, 256))
+    return Marker(name, encoded, needles)
+
+
+@dataclass
+class Markers:
+    """Makes markers from the shared photos for one test."""
+
+    verifier: Verifier
+    faces: Path
+    rng: np.random.Generator = field(default_factory=np.random.default_rng)
+
+    def photo(self, relative: str) -> np.ndarray:
+        image = cv2.imread(str(self.faces / relative), cv2.IMREAD_COLOR)
+        assert image is not None, relative
+        return image
+
+    def face(self, name: str, relative: str, role: ImageRole) -> Marker:
+        return make_marker(self.verifier, name, self.photo(relative), role, self.rng)
+
+    def id_photo(self, name: str = "id photo", relative: str = "lfw__Martin_Scorsese/Martin_Scorsese_0002.jpg"):
+        return self.face(name, relative, ImageRole.ID_PHOTO)
+
+    def live(self, name: str = "live photo", relative: str = "lfw__Martin_Scorsese/Martin_Scorsese_0003.jpg"):
+        return self.face(name, relative, ImageRole.LIVE_FRAME)
+
+    def no_face(self, name: str = "photo without a face") -> Marker:
+        # A smooth gradient, image-like for the decoder and nothing face-like for MTCNN.
+        y, x = np.mgrid[0:480, 0:640]
+        gradient = np.stack([x * 255 // 640, y * 255 // 480, (x + y) * 255 // 1120], axis=-1).astype(np.uint8)
+        return make_marker(self.verifier, name, gradient, None, self.rng)
+
+    def nuaa(self, count: int) -> tuple[Marker, list[Marker]]:
+        """An ID-style photo of one person and ``count`` camera frames of the same person."""
+        paths = [str(p.relative_to(self.faces)) for p in sorted((self.faces / "nuaa__s01").glob("*.jpg"))]
+        frames = [self.face(f"frame {i}", p, ImageRole.LIVE_FRAME) for i, p in enumerate(paths[1 : 1 + count])]
+        return self.face("id photo", paths[0], ImageRole.ID_PHOTO), frames
+
+
+@pytest.fixture
+def markers(verifier: Verifier, faces: Path) -> Markers:
+    return Markers(verifier, faces)
+
+
+# --------------------------------------------------------------------------- memory scan
+
+
+@dataclass(frozen=True)
+class Hit:
+    marker: str
+    kind: str
+    needle: int
+    address: int
+    mapping: str
+
+    def __str__(self) -> str:
+        return f"{self.marker}: {self.kind} #{self.needle} at {self.address:#x} in {self.mapping or '[anonymous]'}"
+
+
+def writable_mappings(pid: int) -> list[tuple[int, int, str]]:
+    """(start, end, name) of every readable and writable mapping of ``pid``."""
+    mappings = []
+    for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
+        parts = line.split(maxsplit=5)
+        if parts[1].startswith("rw"):
+            start, end = (int(x, 16) for x in parts[0].split("-"))
+            mappings.append((start, end, parts[5] if len(parts) > 5 else ""))
+    return mappings
+
+
+def scan_memory(pid: int, markers: list[Marker]) -> list[Hit]:
+    """Every occurrence of every needle of ``markers`` in the memory of ``pid``."""
+    hits = []
+    with open(f"/proc/{pid}/mem", "rb", buffering=0) as mem:
+        for start, end, name in writable_mappings(pid):
+            try:
+                mem.seek(start)
+                data = mem.read(end - start)
+            except OSError:
+                continue  # unmapped between reading maps and reading it
+            for marker in markers:
+                for kind, needles in marker.needles.items():
+                    for i, needle in enumerate(needles):
+                        at = data.find(needle)
+                        while at >= 0:
+                            hits.append(Hit(marker.name, kind, i, start + at, name))
+                            at = data.find(needle, at + 1)
+    return hits
+
+
+def cpu_ticks(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime of all threads
+
+
+def wait_until_idle(pid: int, quiet_s: float = 0.5) -> None:
+    """Until the server used no CPU for ``quiet_s``: the call and gRPC's cleanup after it are over.
+
+    gRPC Python holds the request message until after it has sent the response, and
+    ONNX Runtime's threads spin for a moment after a run: the scan waits for both.
+    """
+    deadline = time.monotonic() + TIMEOUT
+    before = cpu_ticks(pid)
+    while time.monotonic() < deadline:
+        time.sleep(quiet_s)
+        now = cpu_ticks(pid)
+        if now == before:
+            return
+        before = now
+    pytest.fail(f"server {pid} did not go idle within {TIMEOUT} s")
+
+
+def wait_for_disconnect(channel: grpc.Channel) -> None:
+    """Until the server has closed our connection, as it does after a second without calls.
+
+    gRPC keeps the unused end of a connection's last read buffer for the next read, and
+    with it the last bytes received; only closing the connection frees them.
+    """
+    closed = threading.Event()
+
+    def watch(state: grpc.ChannelConnectivity) -> None:
+        if state is not grpc.ChannelConnectivity.READY:
+            closed.set()
+
+    channel.subscribe(watch, try_to_connect=False)
+    try:
+        if not closed.wait(TIMEOUT):
+            pytest.fail(f"the server kept an idle connection open for {TIMEOUT} s")
+    finally:
+        channel.unsubscribe(watch)
+
+
+def needle_report(hits: list[Hit], markers: list[Marker]) -> str:
+    found = {(h.marker, h.kind) for h in hits}
+    lines = []
+    for marker in markers:
+        for kind in CLASSES:
+            if kind in marker.needles:
+                count = sum(1 for h in hits if (h.marker, h.kind) == (marker.name, kind))
+                flag = "FOUND" if (marker.name, kind) in found else "absent"
+                lines.append(f"  {marker.name:22} {kind:9} {len(marker.needles[kind])} needles: {flag} ({count} hits)")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- server process
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def tree(root: Path) -> dict[str, tuple[int, int, bytes]]:
+    """Relative path -> (mode, size, content) of everything under ``root``."""
+    return {
+        str(p.relative_to(root)): (p.lstat().st_mode, p.lstat().st_size, p.read_bytes() if p.is_file() else b"")
+        for p in sorted(root.rglob("*"))
+    }
+
+
+@dataclass
+class ServerProcess:
+    """A `kiosk serve` subprocess with its own HOME, TMPDIR and working directory."""
+
+    process: subprocess.Popen
+    address: str
+    metrics_address: str
+    root: Path
+    log_path: Path
+    audit_path: Path
+    key_path: Path
+    channel: grpc.Channel
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def private_dirs(self) -> dict[str, Path]:
+        return {name: self.root / name for name in ("home", "tmp", "cwd")}
+
+    def stub(self) -> kiosk_pb2_grpc.KioskStub:
+        return kiosk_pb2_grpc.KioskStub(self.channel)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def scan(self, markers: list[Marker], *, disconnected: bool = True) -> list[Hit]:
+        """Search the server's memory once it is idle and, unless told otherwise, has dropped our connection."""
+        if disconnected:
+            wait_for_disconnect(self.channel)
+        wait_until_idle(self.pid)
+        try:
+            return scan_memory(self.pid, markers)
+        except PermissionError:
+            pytest.skip("reading the non-dumpable server's memory needs root (CAP_SYS_PTRACE)")
+
+    def stop(self) -> None:
+        self.channel.close()
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def start_server_process(root: Path, config: str = "", bootstrap: str = "") -> ServerProcess:
+    """Start `kiosk serve` (or ``bootstrap`` in its place) and wait until health says SERVING.
+
+    ``config`` is extra settings TOML; an audit log with a 0600 key file and metrics on a
+    loopback port are always configured.
+    """
+    for name in ("home", "tmp", "cwd", "audit"):
+        (root / name).mkdir(parents=True)
+    key_path = root / "audit" / "audit.key"
+    key_path.write_bytes(os.urandom(32).hex().encode())
+    key_path.chmod(0o600)
+    audit_path = root / "audit" / "audit.jsonl"
+    settings = root / "kiosk.toml"
+    metrics_address = f"127.0.0.1:{free_port()}"
+    settings.write_text(
+        f'[audit]\npath = "{audit_path}"\nkey_file = "{key_path}"\n\n'
+        f'[metrics]\nlisten = "{metrics_address}"\n\n{config}'
+    )
+    address = f"127.0.0.1:{free_port()}"
+    command = ["-c", bootstrap] if bootstrap else ["-m", "kiosk"]
+    env = {
+        **os.environ,
+        "HOME": str(root / "home"),
+        "TMPDIR": str(root / "tmp"),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH", "")])),
+    }
+    log_path = root / "server.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, *command, "--config", str(settings), "serve", "--listen", address],
+            cwd=root / "cwd",
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    channel = grpc.insecure_channel(address)
+    server = ServerProcess(process, address, metrics_address, root, log_path, audit_path, key_path, channel)
+    try:
+        watch = health_pb2_grpc.HealthStub(channel).Watch(
+            health_pb2.HealthCheckRequest(service=""), timeout=TIMEOUT, wait_for_ready=True
+        )
+        for response in watch:
+            if response.status == health_pb2.HealthCheckResponse.SERVING:
+                break
+        watch.cancel()
+    except grpc.RpcError:
+        server.stop()
+        pytest.fail(f"kiosk serve did not reach SERVING:\n{server.log()[-4000:]}")
+    return server
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """The hardened service as deployed: default settings and profile, audit log, metrics."""
+    running = start_server_process(tmp_path_factory.mktemp("kiosk"))
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def impatient_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """Deadlines short enough to run out (Verify mid-analysis, a session waiting for frames).
+
+    Without liveness challenges, so that a session of still photos reaches a decision.
+    """
+    config = "[service]\ncall_deadline_s = 0.1\nsession_deadline_s = 8.0\n\n[liveness_challenge]\nenabled = false\n"
+    running = start_server_process(tmp_path_factory.mktemp("impatient"), config)
+    yield running
+    running.stop()
+
+
+def control_profile(directory: Path) -> Path:
+    """This machine's hardware profile with ONNX Runtime's CPU arena switched back on."""
+    profile = select_profile("auto")
+    text = (bundled_profiles_dir() / f"{profile.name}.toml").read_text()
+    assert "enable_cpu_mem_arena = false" in text
+    path = directory / "arena_on.toml"
+    path.write_text(text.replace("enable_cpu_mem_arena = false", "enable_cpu_mem_arena = true"))
+    return path
+
+
+# --------------------------------------------------------------------------- requests
+
+
+def consent(version: str = CONSENT_VERSION, granted: bool = True) -> pb.Consent:
+    return pb.Consent(granted=granted, text_version=version)
+
+
+def verify(server: ServerProcess, id_photo: bytes, live: list[bytes], **fields) -> pb.VerifyResponse:
+    fields.setdefault("consent", consent())
+    request = pb.VerifyRequest(id_photo=id_photo, live_photos=live, **fields)
+    return server.stub().Verify(request, timeout=TIMEOUT)
+
+
+def verify_error(server: ServerProcess, id_photo: bytes, live: list[bytes], **fields) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as caught:
+        verify(server, id_photo, live, **fields)
+    return caught.value
+
+
+def session_messages(id_photo: bytes, frames: list[bytes], **start) -> Iterator[pb.SessionRequest]:
+    start.setdefault("consent", consent())
+    yield pb.SessionRequest(start=pb.SessionStart(id_photo=id_photo, **start))
+    for i, frame in enumerate(frames):
+        yield pb.SessionRequest(frame=pb.CameraFrame(encoded=frame, timestamp_ms=100 * (i + 1)))
+
+
+def run_session(server: ServerProcess, messages: Iterator[pb.SessionRequest]) -> tuple[list, grpc.StatusCode]:
+    """Every event of a session until its stream ends, and the status it ended with."""
+    events = []
+    try:
+        for event in server.stub().VerifySession(messages, timeout=TIMEOUT):
+            events.append(event)
+    except grpc.RpcError as e:
+        return events, e.code()
+    return events, grpc.StatusCode.OK
+
+
+def assert_nothing_retained(server: ServerProcess, markers: list[Marker]) -> None:
+    hits = server.scan(markers)
+    assert not hits, "request data left in the server's memory:\n" + "\n".join(map(str, hits[:40])) + (
+        "\n" + needle_report(hits, markers)
+    )
+
+
+# --------------------------------------------------------------------------- memory: positive controls
+
+
+def test_positive_control_without_retention_measures_every_kind_of_needle_is_found(
+    markers: Markers, tmp_path: Path
+):
+    """Same server, same requests, with Scratch wiping, freed-memory overwriting and the arena-off profile undone."""
+    root = tmp_path / "control"
+    root.mkdir()
+    profile = control_profile(root)
+    control = start_server_process(root, f'[hardware]\nprofile = "{profile}"\n', bootstrap=CONTROL_BOOTSTRAP)
+    try:
+        id_photo, live = markers.id_photo(), markers.live()
+        assert verify(control, id_photo.encoded, [live.encoded]).decision == pb.VerifyResponse.MATCH
+        hits = control.scan([id_photo, live])
+    finally:
+        control.stop()
+    report = needle_report(hits, [id_photo, live])
+    found = {h.kind for h in hits}
+    # Every kind of needle is findable, the floats included: the server computed the very
+    # bits this process computed, so absence on the hardened server means wiped, not missed.
+    assert found == set(CLASSES), f"the search could not find {set(CLASSES) - found}:\n{report}"
+    assert {h.marker for h in hits if h.kind in (ENCODED, PIXELS, ALIGNED)} == {id_photo.name, live.name}, report
+
+
+def test_positive_control_an_open_session_holds_its_id_photo_embedding_until_it_ends(
+    server: ServerProcess, markers: Markers
+):
+    """The hardened server itself: found while a session holds it (by design), gone once the client cancels."""
+    id_photo = markers.id_photo()
+    release = threading.Event()
+
+    def messages() -> Iterator[pb.SessionRequest]:
+        yield next(session_messages(id_photo.encoded, []))
+        release.wait(TIMEOUT)
+
+    call = server.stub().VerifySession(messages(), timeout=TIMEOUT)
+    try:
+        # No event answers the start message: idle means the ID photo has been analysed.
+        held = server.scan([id_photo], disconnected=False)
+        call.cancel()
+        # The request stream stays open (not half-closed), so the server sees a cancellation.
+        assert_nothing_retained(server, [id_photo])
+    finally:
+        call.cancel()
+        release.set()
+    assert {h.kind for h in held} >= {EMBEDDING}, needle_report(held, [id_photo])
+
+
+# --------------------------------------------------------------------------- memory: after each kind of call
+
+
+def test_verify_match_leaves_nothing_in_memory(server: ServerProcess, markers: Markers):
+    id_photo, live = markers.id_photo(), markers.live()
+    assert verify(server, id_photo.encoded, [live.encoded]).decision == pb.VerifyResponse.MATCH
+    assert_nothing_retained(server, [id_photo, live])
+
+
+def test_verify_failing_on_the_second_live_photo_leaves_nothing(server: ServerProcess, markers: Markers):
+    """InvalidImage after the ID photo and the first live photo have been analysed."""
+    id_photo, live, second = markers.id_photo(), markers.live(), markers.live("truncated live photo")
+    truncated = second.encoded[: len(second.encoded) // 2]
+    error = verify_error(server, id_photo.encoded, [live.encoded, truncated])
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error.details()
+    # Only what the truncated copy contains could be left of the second photo.
+    cut = Marker(second.name, truncated, {ENCODED: tuple(n for n in second.needles[ENCODED] if n in truncated)})
+    assert_nothing_retained(server, [id_photo, live, cut])
+
+
+def test_verify_without_a_face_leaves_nothing(server: ServerProcess, markers: Markers):
+    id_photo, faceless = markers.id_photo(), markers.no_face()
+    response = verify(server, id_photo.encoded, [faceless.encoded])
+    assert (response.decision, response.retry_reason) == (pb.VerifyResponse.RETRY, "no_face_in_live_frame")
+    assert_nothing_retained(server, [id_photo, faceless])
+
+
+def test_verify_past_its_deadline_leaves_nothing(impatient_server: ServerProcess, markers: Markers):
+    """The whole pipeline ran (five live photos take longer than 0.1 s), then the deadline refused the answer."""
+    id_photo = markers.id_photo()
+    live = [markers.live(f"live photo {i}") for i in range(5)]
+    error = verify_error(impatient_server, id_photo.encoded, [m.encoded for m in live])
+    assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert "during analysis" in error.details(), error.details()
+    assert_nothing_retained(impatient_server, [id_photo, *live])
+
+
+def test_session_leaves_nothing_in_memory(server: ServerProcess, markers: Markers):
+    id_photo, frames = markers.nuaa(4)
+    events, code = run_session(server, session_messages(id_photo.encoded, [f.encoded for f in frames]))
+    assert events and code in (grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT), code
+    assert_nothing_retained(server, [id_photo, *frames])
+
+
+def test_session_past_its_deadline_leaves_nothing(impatient_server: ServerProcess, markers: Markers):
+    """The kiosk sends the ID photo and one frame, then stalls until the server's session deadline."""
+    id_photo, frame = markers.id_photo(), markers.live("frame")
+    release = threading.Event()
+
+    def stalling() -> Iterator[pb.SessionRequest]:
+        yield from session_messages(id_photo.encoded, [frame.encoded])
+        release.wait(TIMEOUT)
+
+    try:
+        events, code = run_session(impatient_server, stalling())
+    finally:
+        release.set()
+    assert code == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert events, "the frame was analysed before the deadline"
+    assert_nothing_retained(impatient_server, [id_photo, frame])
+
+
+# --------------------------------------------------------------------------- disk
+
+
+@dataclass(frozen=True)
+class OpenFile:
+    target: str
+    writable: bool
+
+
+def open_files(pid: int) -> set[OpenFile]:
+    """The regular files (and directories) ``pid`` has open, and whether for writing."""
+    found = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            flags = next(
+                int(line.split()[1], 8)
+                for line in Path(f"/proc/{pid}/fdinfo/{fd}").read_text().splitlines()
+                if line.startswith("flags:")
+            )
+        except (OSError, StopIteration):
+            continue  # closed meanwhile
+        if target.startswith("/") and not target.startswith(("/dev/", "/proc/")):
+            found.add(OpenFile(target, flags & os.O_ACCMODE in (os.O_WRONLY, os.O_RDWR)))
+    return found
+
+
+class FdWatcher:
+    """Samples ``/proc/PID/fd`` as fast as it can until stopped: what was opened during the calls."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+        self.seen: set[OpenFile] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.seen |= open_files(self.pid)
+
+    def __enter__(self) -> FdWatcher:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+@dataclass
+class Outcomes:
+    """What a full scenario gave the client: responses, error details, session events."""
+
+    similarities: list[float] = field(default_factory=list)
+    details: list[str] = field(default_factory=list)
+    markers: list[Marker] = field(default_factory=list)
+
+
+def full_scenario(server: ServerProcess, markers: Markers) -> Outcomes:
+    """Match, no match, retry, invalid image, consent refusals, a session, GetInfo."""
+    out = Outcomes()
+    id_photo, live, stranger = markers.id_photo(), markers.live(), markers.live("stranger", "lfw__Aaron_Tippin/Aaron_Tippin_0001.jpg")
+    faceless, nuaa_id, frames = markers.no_face(), *markers.nuaa(3)
+    out.markers += [id_photo, live, stranger, faceless, nuaa_id, *frames]
+    for request_live, decision in (([live], "MATCH"), ([stranger], "NO_MATCH"), ([faceless], "RETRY")):
+        response = verify(server, id_photo.encoded, [m.encoded for m in request_live], request_id=f"scenario-{decision}")
+        assert pb.VerifyResponse.Decision.Name(response.decision) == decision
+        if response.HasField("similarity"):
+            out.similarities.append(response.similarity)
+    invalid = verify_error(server, id_photo.encoded, [live.encoded[: len(live.encoded) // 2]])
+    refused = verify_error(server, id_photo.encoded, [live.encoded], consent=consent(granted=False))
+    unknown = verify_error(server, id_photo.encoded, [live.encoded], consent=consent("1999-01"))
+    assert (invalid.code(), refused.code(), unknown.code()) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.FAILED_PRECONDITION,
+    )
+    out.details += [invalid.details(), refused.details(), unknown.details()]
+    events, code = run_session(server, session_messages(nuaa_id.encoded, [f.encoded for f in frames]))
+    for event in events:
+        if event.WhichOneof("kind") == "decision" and event.decision.HasField("similarity"):
+            out.similarities.append(event.decision.similarity)
+    server.stub().GetInfo(pb.InfoRequest(), timeout=TIMEOUT)
+    return out
+
+
+def test_requests_write_no_file_and_open_none_for_writing(server: ServerProcess, markers: Markers):
+    """HOME, TMPDIR and the working directory stay empty; only the audit log is written."""
+    before = {name: tree(path) for name, path in server.private_dirs.items()}
+    # Nothing at start-up either (ONNX Runtime's telemetry would have made ~/.cache/Microsoft).
+    assert before == {"home": {}, "tmp": {}, "cwd": {}}
+    files_before = open_files(server.pid)
+    with FdWatcher(server.pid) as watcher:
+        full_scenario(server, markers)
+    files_after = open_files(server.pid)
+    assert {name: tree(path) for name, path in server.private_dirs.items()} == before
+    writable = {f.target for f in watcher.seen | files_after if f.writable}
+    # Opened at start-up and kept: the audit log, its writer lock, and the log this test captures.
+    expected = {str(server.audit_path), f"{server.audit_path}.lock", str(server.log_path)}
+    assert writable <= expected, f"opened for writing during requests: {writable - expected}"
+    assert {f for f in files_before if f.writable} == {f for f in files_after if f.writable}
+
+
+STRACE = shutil.which("strace")
+# Every system call that creates, changes or removes a file or a name for one.
+FILE_WRITING_CALLS = (
+    "open,openat,openat2,creat,mkdir,mkdirat,rename,renameat,renameat2,link,linkat,symlink,symlinkat,"
+    "unlink,unlinkat,rmdir,truncate,ftruncate,fallocate,mknod,mknodat,memfd_create"
+)
+WRITE_FLAGS = re.compile(r"O_WRONLY|O_RDWR|O_CREAT|O_TRUNC|O_APPEND|O_TMPFILE")
+
+
+def all_threads_traced(pid: int) -> bool:
+    statuses = [Path(f"/proc/{pid}/task/{tid}/status").read_text() for tid in os.listdir(f"/proc/{pid}/task")]
+    return all(re.search(r"^TracerPid:\s+[1-9]", status, re.M) for status in statuses)
+
+
+@pytest.mark.skipif(STRACE is None, reason="strace is not installed (apt-get install strace); the /proc/PID/fd check runs without it")
+def test_strace_sees_no_file_written_during_requests(server: ServerProcess, markers: Markers, tmp_path: Path):
+    trace = tmp_path / "strace.txt"
+    tracer = subprocess.Popen(
+        [STRACE, "-f", "-qq", "-p", str(server.pid), "-e", f"trace={FILE_WRITING_CALLS}", "-o", str(trace)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while not all_threads_traced(server.pid):
+            assert tracer.poll() is None and time.monotonic() < deadline, tracer.stderr.read().decode()
+            time.sleep(0.05)
+        full_scenario(server, markers)
+    finally:
+        tracer.send_signal(signal.SIGINT)  # strace detaches and leaves the server running
+        tracer.wait(timeout=TIMEOUT)
+    calls = [line for line in trace.read_text().splitlines() if "(" in line]
+    audit = {str(server.audit_path)}
+    writes = [
+        line
+        for line in calls
+        if not re.search(r"\bopen(at2?)?\(", line) or WRITE_FLAGS.search(line)
+        if not any(f'"{path}"' in line for path in audit)
+    ]
+    assert not writes, "file system calls that write during requests:\n" + "\n".join(writes)
+
+
+def test_core_dumps_are_disabled_and_the_allocator_hardened(server: ServerProcess):
+    limits = Path(f"/proc/{server.pid}/limits").read_text()
+    assert re.search(r"^Max core file size\s+0\s+0\s", limits, re.M), limits
+    info = server.stub().GetInfo(pb.InfoRequest(), timeout=TIMEOUT)
+    # Both measures, read by the server itself: zero core limit and PR_GET_DUMPABLE 0.
+    assert info.core_dumps_disabled
+    assert info.swap_active == (len(Path("/proc/swaps").read_text().splitlines()) > 1)
+    # `kiosk serve` started over (same pid) with glibc's per-thread cache off.
+    environ = Path(f"/proc/{server.pid}/environ").read_bytes().split(b"\0")
+    assert {b"GLIBC_TUNABLES=glibc.malloc.tcache_count=0", b"ORT_DISABLE_TELEMETRY=1"} <= set(environ)
+    assert (
+        "hardening: core dumps disabled, freed memory overwritten, glibc per-thread cache off, "
+        "ONNX Runtime telemetry off"
+    ) in server.log()
+
+
+# --------------------------------------------------------------------------- logs, errors, metrics
+
+
+def _float_forms(value: float) -> list[str]:
+    return [repr(value), f"{value:.6f}", f"{value:.5f}", f"{value:.4f}", f"{value:.3f}"]
+
+
+def leaks(text: str, outcomes: Outcomes) -> list[str]:
+    """Every way ``text`` quotes a similarity, an embedding or an image of ``outcomes``."""
+    found = []
+    for similarity in outcomes.similarities:
+        for form in [*_float_forms(similarity), f"{similarity:.2f}"]:
+            # Not a digit before or after: "0.78" must not match inside "10.785".
+            if re.search(rf"(?<![\d.]){re.escape(form)}(?!\d)", text):
+                found.append(f"similarity {similarity!r} as {form!r}")
+    for marker in outcomes.markers:
+        for chunk in marker.needles.get(EMBEDDING, ()) + marker.needles.get(RAW, ()):
+            for value in np.frombuffer(chunk, dtype=np.float32)[:4]:
+                for form in _float_forms(float(value))[:3]:
+                    if form in text:
+                        found.append(f"{marker.name}: embedding value {float(value)!r} as {form!r}")
+        start, _ = _entropy_coded(marker.encoded)
+        # Three-aligned from the file's start, so it is also a substring of the whole file's base64.
+        sample = marker.encoded[start - start % 3 :][:48]
+        for name, form in (
+            ("hex", sample.hex()),
+            ("HEX", sample.hex().upper()),
+            ("base64", base64.b64encode(sample).decode()),
+            ("urlsafe base64", base64.urlsafe_b64encode(sample).decode()),
+            ("bytes repr", repr(sample)[2:-1][:64]),
+        ):
+            if form in text:
+                found.append(f"{marker.name}: image bytes as {name}")
+    if re.search(r"(?:-?\d+\.\d{3,}(?:e-?\d+)?[,;\s]+){16}", text):
+        found.append("a list of 16 or more floats (an embedding?)")
+    # A JPEG's first bytes in base64 ("/9j/"), hex or a bytes repr.
+    for name, form in (("base64 JPEG", "/9j/"), ("hex JPEG", "ffd8ff"), ("repr JPEG", "\\xff\\xd8\\xff")):
+        if form.lower() in text.lower():
+            found.append(name)
+    return found
+
+
+def test_logs_errors_and_metrics_carry_no_biometric_data(
+    server: ServerProcess, impatient_server: ServerProcess, markers: Markers
+):
+    outcomes = full_scenario(server, markers)
+    # A session that decides (no challenges on this server), so its similarity is in play too.
+    nuaa_id, frames = markers.nuaa(4)
+    events, code = run_session(impatient_server, session_messages(nuaa_id.encoded, [f.encoded for f in frames]))
+    assert code == grpc.StatusCode.OK and events[-1].WhichOneof("kind") == "decision"
+    outcomes.similarities.append(events[-1].decision.similarity)
+    outcomes.markers += [nuaa_id, *frames]
+    assert len(outcomes.similarities) >= 3 and len(outcomes.details) == 3
+    with urllib.request.urlopen(f"http://{server.metrics_address}/metrics", timeout=TIMEOUT) as response:
+        metrics = response.read().decode()
+    assert "kiosk_" in metrics
+    raw_logs = server.log_path.read_bytes() + impatient_server.log_path.read_bytes()
+    for marker in outcomes.markers:
+        assert marker.needles[ENCODED][0] not in raw_logs, f"{marker.name}: raw image bytes in a log"
+    for name, text in (
+        ("server log", server.log()),
+        ("impatient server log", impatient_server.log()),
+        ("error messages", "\n".join(outcomes.details)),
+        ("metrics", metrics),
+    ):
+        assert not leaks(text, outcomes), f"{name}: {leaks(text, outcomes)}"
+
+
+# --------------------------------------------------------------------------- cross-request residue
+
+
+def test_a_corrupted_photo_right_after_a_valid_one_never_shows_a_face(server: ServerProcess, markers: Markers):
+    """Decoding starts from fresh buffers: nothing of the previous photo can fill a broken one."""
+    id_photo, live = markers.id_photo(), markers.live()
+    data = live.encoded
+    start, end = _entropy_coded(data)
+    noise = np.random.default_rng().integers(0, 0xFF, end - start, dtype=np.uint8).tobytes()  # no 0xFF: no markers
+    variants = {
+        "truncated in the scan": data[: (start + end) // 2],
+        "scan cut short, end marker kept": data[: start + 300] + b"\xff\xd9",
+        "scan zeroed": data[:start] + bytes(end - start) + data[end:],
+        "scan replaced by noise": data[:start] + noise + data[end:],
+    }
+    for name, corrupted in variants.items():
+        assert verify(server, id_photo.encoded, [data]).decision == pb.VerifyResponse.MATCH
+        try:
+            response = verify(server, id_photo.encoded, [corrupted])
+        except grpc.RpcError as e:
+            assert e.code() == grpc.StatusCode.INVALID_ARGUMENT, (name, e.details())
+            continue
+        live_findings = [f for f in response.findings if f.role == pb.FaceFinding.LIVE_FRAME]
+        assert response.decision == pb.VerifyResponse.RETRY, (name, response)
+        assert response.retry_reason == "no_face_in_live_frame", (name, response.retry_reason)
+        assert [f.face_found for f in live_findings] == [False], name
+
+
+# --------------------------------------------------------------------------- consent and audit
+
+
+def kiosk_audit_verify(log: Path, key: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "kiosk", "audit", "verify", str(log), "--key-file", str(key)],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
+
+
+def test_consent_refusals_are_audited_and_the_chain_verifies(server: ServerProcess, markers: Markers, tmp_path: Path):
+    id_photo, live = markers.id_photo(), markers.live()
+    for request_id, given in (("no-consent", consent(granted=False)), ("old-consent", consent("1999-01"))):
+        error = verify_error(server, id_photo.encoded, [live.encoded], consent=given, request_id=request_id)
+        assert error.code() == grpc.StatusCode.FAILED_PRECONDITION, error.details()
+    records = {r["request_id"]: r for r in map(json.loads, server.audit_path.read_text().splitlines())}
+    assert {k: records["no-consent"][k] for k in ("event", "decision", "reason")} == {
+        "event": "refused",
+        "decision": "refused",
+        "reason": "consent_missing",
+    }
+    assert (records["old-consent"]["reason"], records["old-consent"]["consent_version"]) == (
+        "consent_version_unknown",
+        "1999-01",
+    )
+    assert all(records[r]["similarity"] is None for r in ("no-consent", "old-consent"))
+
+    intact = kiosk_audit_verify(server.audit_path, server.key_path)
+    assert intact.returncode == 0, intact.stdout + intact.stderr
+    copy = tmp_path / "audit.jsonl"
+    lines = server.audit_path.read_text().splitlines(keepends=True)
+    index = next(i for i, line in enumerate(lines) if '"no-consent"' in line)
+    lines[index] = lines[index].replace('"consent_missing"', '"consent_given"')
+    copy.write_text("".join(lines))
+    tampered = kiosk_audit_verify(copy, server.key_path)
+    assert tampered.returncode == 1, tampered.stdout + tampered.stderr
+    assert "broken" in tampered.stdout
