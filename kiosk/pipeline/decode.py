@@ -8,10 +8,12 @@ to hundreds of megabytes. Only what the product needs is accepted: baseline/prog
 Huffman JPEG (camera frames, card snapshots), 8-bit greyscale/RGB/palette PNG and
 uncompressed 8/24/32-bit BMP (chip photos).
 
-Nothing may follow the image but a little padding: a file that is also a ZIP, an HTML
-page or a second image (a polyglot, or a phone's multi-picture JPEG) is refused, so
-whatever reaches a model, a log or an operator's viewer is exactly one image. Senders
-re-encode such files.
+What follows the image is never decoded, but it is looked at: real photos carry a few
+bytes of trailer (padding, line ends, a web CMS's watermark comment: 6 of the 1350
+shared photos, 2 to 5891 bytes), so up to 8 KiB of it is tolerated, unless it holds
+the signature of another file (a JPEG, PNG, ZIP, PDF, GIF, HTML, script or PHP). More,
+or another file, is refused: a polyglot or a phone's multi-picture JPEG is sent again
+re-encoded, as exactly one image.
 
 OpenCV's own decoder ceilings (``OPENCV_IO_MAX_IMAGE_*``) are set by ``kiosk.pipeline``
 before cv2 is loaded; ``check_opencv`` proves at start-up that they are in force and
@@ -51,9 +53,23 @@ MAX_JPEG_SEGMENTS = 1024
 # Encoders split IDAT into chunks of 8 KiB to 1 MiB: a 3 MiB file has at most a few
 # hundred. The cap bounds the Python loop, as above.
 MAX_PNG_CHUNKS = 4096
-# Some writers pad a file to a block size; more than this, or anything but 0x00/0xFF
-# bytes, after the image is another file riding along.
-MAX_TRAILING_PADDING = 1024
+# Trailer bytes tolerated after the image (padding, CMS watermarks, stray line ends);
+# more is another file riding along.
+MAX_TRAILER_BYTES = 8192
+# Signatures that make a trailer another file, searched case-insensitively.
+_EMBEDDED_FILES = {
+    b"\xff\xd8\xff": "a JPEG image",
+    b"\x89png": "a PNG image",
+    b"gif8": "a GIF image",
+    b"pk\x03\x04": "a ZIP archive",
+    b"pk\x05\x06": "a ZIP archive",
+    b"%pdf": "a PDF document",
+    b"<html": "an HTML page",
+    b"<!doctype": "an HTML page",
+    b"<script": "a script",
+    b"<svg": "an SVG image",
+    b"<?php": "PHP code",
+}
 
 # Inside entropy-coded JPEG data every 0xFF is followed by 0x00 (stuffing) or a restart
 # marker (0xD0-0xD7); 0xFF runs are fill. Anything else ends the scan.
@@ -340,17 +356,23 @@ def check_header(header: ImageHeader, limits: ImageLimits) -> None:
 
 
 def _check_extent(data: bytes, header: ImageHeader) -> None:
-    """The image fills the file: nothing missing (BMP), nothing but padding after it."""
+    """Nothing missing (BMP), and no more than a small trailer that is not another file."""
     if header.end > len(data):
         raise InvalidImage(
             f"BMP is truncated: its pixel data ends at byte {header.end}, the file has {len(data)} bytes"
         )
     trailing = len(data) - header.end
-    if trailing and (trailing > MAX_TRAILING_PADDING or data[header.end :].strip(b"\x00\xff")):
+    if trailing > MAX_TRAILER_BYTES:
         raise InvalidImage(
-            f"{header.format.upper()} has {trailing} bytes after the end of its image "
-            "(another file appended?): re-encode it"
+            f"{header.format.upper()} has {trailing} bytes after the end of its image, more than the "
+            f"{MAX_TRAILER_BYTES} tolerated (another file appended?): re-encode it"
         )
+    trailer = data[header.end :].lower()
+    for signature, what in _EMBEDDED_FILES.items():
+        if signature in trailer:
+            raise InvalidImage(
+                f"{header.format.upper()} has {what} after the end of its image (a polyglot file): re-encode it"
+            )
 
 
 def decode_image(data: bytes, limits: ImageLimits) -> BgrImage:

@@ -80,11 +80,11 @@ def _bmp_declaring(width: int, height: int) -> bytes:
 HOSTILE_IMAGES = {
     "zip-polyglot": (
         lambda good: good + b"PK\x05\x06" + bytes(18),
-        "JPEG has 22 bytes after the end of its image (another file appended?): re-encode it",
+        "JPEG has a ZIP archive after the end of its image (a polyglot file): re-encode it",
     ),
     "html-polyglot": (
         lambda good: good + b"<script>alert(1)</script>",
-        "JPEG has 25 bytes after the end of its image (another file appended?): re-encode it",
+        "JPEG has a script after the end of its image (a polyglot file): re-encode it",
     ),
     "truncated-jpeg": (lambda good: good[: len(good) // 2], "JPEG is truncated (no end-of-image marker)"),
     "cmyk-jpeg": (

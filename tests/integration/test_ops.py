@@ -402,7 +402,7 @@ def test_server_logs_are_json_lines_without_scores(tmp_path, photos):
     assert {"decode", "detect", "embed"} <= set(match["timings_ms"])
     refused = calls["log-2"]
     assert (refused["status"], refused["decision"]) == ("INVALID_ARGUMENT", "")
-    assert refused["details"] == "image is empty (0 bytes)"
+    assert refused["details"] == "live_photos[0] is empty"
     assert calls["GetInfo"]["status"] == "OK"
     assert any(line["message"].startswith("metrics on http://127.0.0.1:") for line in lines)
     # The audit record holds a rounded similarity; the log holds none at all.
