@@ -1,4 +1,5 @@
-"""Verify latency end to end over gRPC on localhost vs the in-process pipeline, same inputs, same run.
+"""Verify latency end to end over gRPC on localhost vs the in-process pipeline, same inputs, same run;
+and frames per second streamed through a VerifySession.
 
 Under the suite's default ``--benchmark-disable`` each runs once, untimed. Timed:
 
@@ -7,24 +8,37 @@ Under the suite's default ``--benchmark-disable`` each runs once, untimed. Timed
 runs ``ROUNDS`` calls of each; the report shows min/median/mean, and ``extra_info``
 (``--benchmark-json``) adds the p95 and the hardware profile the numbers belong to.
 ``faces`` and ``verifier`` come from tests/conftest.py.
+
+``test_session_stream_grpc`` streams ``STREAM_FRAMES`` camera frames (timestamps 33 ms
+apart, sent as fast as the server answers) through one session per round with the
+kiosk client, and records frames per second from the first frame result to the last
+(the ID photo's analysis, once per session, is not in it).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import statistics
+import time
 from pathlib import Path
 
 import grpc
 import pytest
 
+from kiosk.client import KioskClient, RemoteError
+from kiosk.pipeline.session import Frame
 from kiosk.pipeline.types import Decision
+from kiosk.server.calls import Consent, FrameEvent
 from kiosk.pipeline.verifier import Verifier
 from kiosk.server.app import build_server
 from kiosk.settings import ServiceSettings, Settings
 from kiosk.v1 import kiosk_pb2, kiosk_pb2_grpc
 
 ROUNDS = 30
+STREAM_ROUNDS = 3
+# Two seconds of 30 fps frames: inside the first challenge's window, so a still photo
+# streams to the end without the session failing its liveness check.
+STREAM_FRAMES = 60
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,13 +54,19 @@ def pair(faces: Path) -> Pair:
 
 
 @pytest.fixture(scope="module")
-def stub(verifier: Verifier):
-    settings = dataclasses.replace(Settings(), service=ServiceSettings(listen=("127.0.0.1:0",)))
+def address(verifier: Verifier):
+    # Rate limit off: the benchmark is one client calling back to back on purpose.
+    settings = dataclasses.replace(Settings(), service=ServiceSettings(listen=("127.0.0.1:0",), rate_limit_per_s=0))
     server, (port,) = build_server(settings, verifier)
     server.start()
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        yield kiosk_pb2_grpc.KioskStub(channel)
+    yield f"127.0.0.1:{port}"
     server.stop(0).wait()
+
+
+@pytest.fixture(scope="module")
+def stub(address: str):
+    with grpc.insecure_channel(address) as channel:
+        yield kiosk_pb2_grpc.KioskStub(channel)
 
 
 def _annotate(benchmark, verifier: Verifier) -> None:
@@ -74,3 +94,29 @@ def test_verify_grpc_localhost(benchmark, stub, verifier: Verifier, pair: Pair):
     response = benchmark.pedantic(stub.Verify, args=(request,), kwargs={"timeout": 30}, rounds=ROUNDS, warmup_rounds=1)
     _annotate(benchmark, verifier)
     assert response.decision == kiosk_pb2.VerifyResponse.MATCH
+
+
+def test_session_stream_grpc(benchmark, address: str, verifier: Verifier, pair: Pair, timed: bool, stamp):
+    consent = Consent(True, Settings().consent.accepted_versions[0])
+    rates: list[float] = []
+
+    def stream() -> int:
+        frames = (Frame(pair.live_photo, 1_000 + 33 * k) for k in range(STREAM_FRAMES))
+        answered, first, last = 0, 0.0, 0.0
+        with KioskClient(address) as client:
+            try:
+                for event in client.session(pair.id_photo, frames, consent=consent):
+                    if isinstance(event, FrameEvent):
+                        last = time.perf_counter()
+                        first = first or last
+                        answered += 1
+            except RemoteError as e:
+                # The stream ends with its last frame, before any challenge was performed.
+                assert e.status_code == "INVALID_ARGUMENT", e
+        rates.append((answered - 1) / (last - first))
+        return answered
+
+    answered = benchmark.pedantic(stream, rounds=STREAM_ROUNDS if timed else 1, iterations=1)
+    stamp(benchmark, verifier, frames_per_session=STREAM_FRAMES,
+          frames_per_s=round(statistics.median(rates), 2), budget_frames_per_s=verifier.profile.budgets.session_fps)
+    assert answered == STREAM_FRAMES

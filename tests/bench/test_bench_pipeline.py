@@ -6,11 +6,17 @@ Untimed (run once) under the suite's ``--benchmark-disable``; for figures:
     python -m pytest tests/bench/test_bench_pipeline.py --benchmark-enable --benchmark-json=bench.json
 
 Every result is stamped with the hardware profile, thread count and model versions.
+
+``test_bench_session_frame`` is one camera frame through a running live session (the
+ID photo analysed once at the start, outside the timing): decode, detect, align,
+quality, face mesh and challenge state, embed. Its ``extra_info`` gives frames per
+second (1 / median) when timed, the figure the session budget (``session_fps``) is about.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +25,7 @@ import pytest
 from kiosk.pipeline.align import align_face
 from kiosk.pipeline.decode import decode_image
 from kiosk.pipeline.scratch import Scratch
+from kiosk.pipeline.session import Frame, SessionLimits, open_session
 from kiosk.pipeline.types import Decision, ImageRole
 from kiosk.pipeline.verifier import Verifier
 from kiosk.runtime.profile import select_profile
@@ -117,3 +124,26 @@ def test_bench_embed(benchmark, threaded_verifier):
     face = np.random.default_rng(0).integers(0, 256, size=(112, 112, 3), dtype=np.uint8)
     embedding = benchmark(threaded_verifier.embedder.embed, face)
     assert embedding.shape == (512,)
+
+
+# Frames 33 ms apart (30 fps camera timestamps); the challenge window is made long enough
+# that a still photo never times the session out, and the session never gives up.
+FRAME_INTERVAL_MS = 33
+
+
+def test_bench_session_frame(benchmark, verifier, inputs, stamp):
+    challenges = dataclasses.replace(verifier.settings.liveness_challenge, step_window_ms=10**9)
+    limits = SessionLimits(max_frames=10**9)
+    timestamps = itertools.count(1_000, FRAME_INTERVAL_MS)
+    with open_session(verifier, inputs.id_photo, limits=limits, challenges=challenges) as session:
+        assert not session.done, "the ID photo must be usable"
+
+        def one_frame():
+            return session.add_frame(Frame(inputs.live_photo, next(timestamps)))
+
+        stamp(benchmark, verifier)
+        result = benchmark(one_frame)
+        if benchmark.stats is not None:
+            benchmark.extra_info["frames_per_s"] = round(1.0 / benchmark.stats.stats.median, 2)
+            benchmark.extra_info["budget_frames_per_s"] = verifier.profile.budgets.session_fps
+    assert result.finding is not None and result.finding.face_found
