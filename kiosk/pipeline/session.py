@@ -39,6 +39,7 @@ from kiosk.pipeline.challenge import (
 from kiosk.pipeline.compare import cosine_similarity, fuse_embeddings
 from kiosk.pipeline.decode import decode_image, decode_raw_frame
 from kiosk.pipeline.landmarks import FaceMesh
+from kiosk.pipeline.liveness import PASSIVE_CHECK, PresentationAttackSuspected
 from kiosk.pipeline.scratch import Scratch, StageTimer
 from kiosk.pipeline.types import (
     BgrImage,
@@ -173,6 +174,8 @@ class LiveSession:
         self.challenge_run: ChallengeRun | None = None
         self.timing = FrameTiming(challenges)
         self.passed_challenges: list[str] = []
+        # P(live) of each usable frame; the session reports the lowest.
+        self.passive_scores: list[float] = []
         self.measurer: LandmarkMeasurer | None = None
         if challenges.enabled:
             if measurer is None:
@@ -252,6 +255,14 @@ class LiveSession:
         if self.measurer is not None:
             with self.timer.stage("landmarks"):
                 measures = self.measurer.measure(image, face)
+        if usable and self.verifier.passive_liveness is not None:
+            with self.timer.stage("liveness"):
+                try:
+                    self.passive_scores.append(self.verifier.check_passive_liveness(image, face))
+                except PresentationAttackSuspected as e:
+                    aligned.fill(0)
+                    self.passive_scores.append(e.score)
+                    return self._liveness_failed(index, finding, ChallengeFailed(PASSIVE_CHECK, e.message))
         if usable:
             with self.timer.stage("embed"):
                 embedding = self.scratch.keep(self.verifier.embedder.embed(aligned))
@@ -330,17 +341,24 @@ class LiveSession:
         return FrameResult(result.frame_index, result.guidance, result.finding, self.verification)
 
     def _liveness_failed(self, index: int, finding: FaceFinding | None, failure: ChallengeFailed) -> FrameResult:
-        outcome = LivenessOutcome(LivenessStatus.FAILED, failure.check, None, tuple(self.passed_challenges))
+        outcome = LivenessOutcome(
+            LivenessStatus.FAILED, failure.check, self._passive_score(), tuple(self.passed_challenges)
+        )
         self.verification = self._result(Decision.RETRY, LIVENESS_FAILED, None, failure.message, outcome)
         return FrameResult(index, (), finding, self.verification)
+
+    def _passive_score(self) -> float | None:
+        return min(self.passive_scores) if self.passive_scores else None
 
     def _decide(self) -> Verification:
         with self.timer.stage("compare"):
             probe = self.scratch.keep(fuse_embeddings(self.live_embeddings))
             similarity = cosine_similarity(self.reference.embedding, probe)
         outcome = LivenessOutcome()
-        if self.challenge_run is not None:
-            outcome = LivenessOutcome(LivenessStatus.PASSED, "", None, tuple(self.passed_challenges))
+        if self.challenge_run is not None or self.passive_scores:
+            outcome = LivenessOutcome(
+                LivenessStatus.PASSED, "", self._passive_score(), tuple(self.passed_challenges)
+            )
         return self._result(decide(similarity, self.operating_point), "", similarity, "", outcome)
 
     def _result(

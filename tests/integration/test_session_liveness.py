@@ -17,6 +17,7 @@ What is real and what is scripted:
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import secrets
 from collections.abc import Iterable, Iterator
@@ -32,6 +33,25 @@ from kiosk.pipeline.session import Frame, FrameResult, LiveSession, open_session
 from kiosk.pipeline.types import BgrImage, Decision, FaceDetection, LivenessStatus, Verification
 
 FRAME_MS = 100  # a 10 fps kiosk
+
+
+@pytest.fixture(scope="module")
+def with_passive(verifier):
+    """The service's verifier as shipped: passive liveness runs on every usable frame."""
+    return verifier
+
+
+@pytest.fixture(scope="module")
+def verifier(verifier):
+    """The same verifier with passive liveness off, so the active checks are shown on their own.
+
+    Passive liveness would often refuse these photo attacks first (see
+    test_a_moved_photo_is_refused_with_passive_liveness_on); it is tested by itself in
+    test_liveness_pad.py.
+    """
+    active_only = copy.copy(verifier)
+    active_only.passive_liveness = None
+    return active_only
 
 
 def read(path: Path) -> BgrImage:
@@ -202,6 +222,15 @@ def test_a_photo_moved_rotated_scaled_and_tilted_is_refused(verifier, people):
 
     assert_refused(verification, "challenge_timeout")
     assert verification.liveness.challenges_passed == ()
+
+
+def test_a_moved_photo_is_refused_with_passive_liveness_on(with_passive, people):
+    s01 = people["s01"]
+    with start(with_passive, s01[0]) as session:
+        verification = Kiosk(session).play(_moved(s01[1], i) for i in range(60))
+
+    assert verification is not None and verification.decision is Decision.RETRY
+    assert verification.liveness.failed_check in ("passive", "challenge_timeout")
 
 
 def test_frames_of_different_people_spliced_are_refused(verifier, people):
