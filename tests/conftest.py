@@ -33,3 +33,32 @@ def verifier():
     from kiosk.settings import Settings
 
     return Verifier.load(Settings())
+
+
+# Hardware-in-the-loop options live here, in the root conftest, because pytest only
+# registers command-line options from conftest files it loads at start-up.
+HOW_TO_RUN = (
+    "hardware-in-the-loop: needs a kiosk service on a board; run "
+    "`python -m pytest tests/hil --device HOST:PORT [--device-ssh pi@HOST]`"
+)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("hil", "hardware-in-the-loop")
+    group.addoption("--device", help="address of the kiosk service under test (host:port or unix:PATH)")
+    group.addoption("--device-ssh", help="ssh destination of the board, for temperature, throttling and RSS")
+    group.addoption("--device-pid", type=int, help="the service's PID, when the tests run on the board")
+    group.addoption("--hil-duration", type=float, default=300.0, help="seconds of sustained load per test")
+    group.addoption("--hil-json", help="directory to write each run's full JSON report into")
+    group.addoption("--ca", help="CA certificate of the device's TLS listener")
+    group.addoption("--cert", help="client certificate (mutual TLS)")
+    group.addoption("--key", help="client key (mutual TLS)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--device"):
+        return
+    skip = pytest.mark.skip(reason=HOW_TO_RUN)
+    for item in items:
+        if item.get_closest_marker("hil") is not None:
+            item.add_marker(skip)
