@@ -1,0 +1,203 @@
+"""What each zero-retention measure costs: Verify over gRPC against `kiosk serve` with that measure undone.
+
+Every variant is a real ``python -m kiosk serve`` process (unix socket in a temporary
+directory, rate limit off, this machine's hardware profile) answering the same genuine
+pair; one ``benchmark(fn)`` per variant. The measures are undone in this benchmark's
+own code, never by a switch in the product: a bootstrap replaces the function that
+applies the measure before ``kiosk.cli.main`` runs (the re-exec of ``kiosk serve``
+runs the bootstrap again), and the arena variant gets a copy of the profile with
+``enable_cpu_mem_arena = true``.
+
+* ``hardened``: as shipped (the baseline every other figure is compared with);
+* ``freed_memory_not_overwritten``: no ``mallopt(M_PERTURB)``;
+* ``glibc_tcache_on``: no ``GLIBC_TUNABLES=glibc.malloc.tcache_count=0``;
+* ``onnxruntime_arena_on``: ONNX Runtime's CPU arena on;
+* ``no_explicit_wipes``: ``Scratch`` zeroes nothing (pipeline arrays, request payloads);
+* ``no_measures``: all of the above at once;
+* ``pythonmalloc_malloc``: hardened plus ``PYTHONMALLOC=malloc``, a measure the
+  retention tests showed no need for, measured to say what it would cost;
+* ``hardened_new_connection``: hardened, each call on a new channel: what a kiosk pays
+  for the server closing idle connections after a second (a reconnect per call).
+
+Untimed (one call each) under the suite's ``--benchmark-disable``. Figures:
+
+    python -m pytest tests/bench/test_bench_retention.py --benchmark-enable
+
+``extra_info`` (``--benchmark-json``) holds the median and p95 in ms and the machine.
+The server shares the machine with the client and anything else running: compare
+variants from one run, not across runs.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import onnxruntime
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from kiosk.runtime.profile import select_profile
+from kiosk.settings import Settings, bundled_profiles_dir
+from kiosk.v1 import kiosk_pb2 as pb
+from kiosk.v1 import kiosk_pb2_grpc
+
+REPO = Path(__file__).resolve().parents[2]
+ROUNDS = 30
+TIMEOUT = 120
+
+# Replacements run before `kiosk serve`, each undoing one measure.
+NO_PERTURB = "hardening.overwrite_freed_memory = lambda byte=0: False"
+# startup_environment then leaves GLIBC_TUNABLES alone (ONNX Runtime telemetry stays off).
+TCACHE_ON = "hardening.runs_on_glibc = lambda: False"
+NO_WIPES = "scratch.Scratch.wipe = lambda self: None"
+
+
+@dataclass(frozen=True)
+class Variant:
+    patches: tuple[str, ...] = ()
+    arena: bool = False
+    env: tuple[tuple[str, str], ...] = ()
+
+
+VARIANTS = {
+    "hardened": Variant(),
+    "freed_memory_not_overwritten": Variant(patches=(NO_PERTURB,)),
+    "glibc_tcache_on": Variant(patches=(TCACHE_ON,)),
+    "onnxruntime_arena_on": Variant(arena=True),
+    "no_explicit_wipes": Variant(patches=(NO_WIPES,)),
+    "no_measures": Variant(patches=(NO_PERTURB, TCACHE_ON, NO_WIPES), arena=True),
+    "pythonmalloc_malloc": Variant(env=(("PYTHONMALLOC", "malloc"),)),
+}
+
+
+def bootstrap(patches: tuple[str, ...]) -> str:
+    lines = ["import sys", "from kiosk.pipeline import scratch", "from kiosk.runtime import hardening", *patches]
+    return "\n".join([*lines, "from kiosk.cli import main", "sys.exit(main(sys.argv[1:]))"])
+
+
+@dataclass
+class Server:
+    address: str
+    process: subprocess.Popen
+
+
+def start(variant: Variant, folder: Path) -> Server:
+    profile = select_profile("auto")
+    config = folder / "kiosk.toml"
+    address = f"unix:{folder / 'kiosk.sock'}"
+    hardware = ""
+    if variant.arena:
+        text = (bundled_profiles_dir() / f"{profile.name}.toml").read_text()
+        (folder / "arena_on.toml").write_text(text.replace("enable_cpu_mem_arena = false", "enable_cpu_mem_arena = true"))
+        hardware = f'[hardware]\nprofile = "{folder / "arena_on.toml"}"\n'
+    # One client calling as fast as it can, on purpose: no rate limit.
+    config.write_text(f'[service]\nlisten = ["{address}"]\nrate_limit_per_s = 0\n{hardware}')
+    command = ["-c", bootstrap(variant.patches)] if variant.patches else ["-m", "kiosk"]
+    env = {**os.environ, **dict(variant.env)}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH", "")]))
+    with open(folder / "server.log", "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, *command, "--config", str(config), "serve"],
+            cwd=folder,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+    with grpc.insecure_channel(address) as channel:
+        try:
+            watch = health_pb2_grpc.HealthStub(channel).Watch(
+                health_pb2.HealthCheckRequest(service=""), timeout=TIMEOUT, wait_for_ready=True
+            )
+            next(r for r in watch if r.status == health_pb2.HealthCheckResponse.SERVING)
+            watch.cancel()
+        except grpc.RpcError:
+            process.kill()
+            process.wait()
+            pytest.fail(f"kiosk serve did not start:\n{(folder / 'server.log').read_text()[-3000:]}")
+    return Server(address, process)
+
+
+@pytest.fixture(scope="module", params=list(VARIANTS))
+def server(request) -> Iterator[tuple[str, Server]]:
+    with tempfile.TemporaryDirectory(prefix="kiosk-retention-bench-") as folder:
+        running = start(VARIANTS[request.param], Path(folder))
+        try:
+            yield request.param, running
+        finally:
+            running.process.send_signal(signal.SIGTERM)
+            try:
+                running.process.wait(timeout=TIMEOUT)
+            except subprocess.TimeoutExpired:
+                running.process.kill()
+                running.process.wait()
+
+
+@pytest.fixture(scope="module")
+def request_message(faces: Path) -> pb.VerifyRequest:
+    photos = sorted((faces / "lfw__Martin_Scorsese").glob("*.jpg"))
+    consent = pb.Consent(granted=True, text_version=Settings().consent.accepted_versions[0])
+    return pb.VerifyRequest(id_photo=photos[0].read_bytes(), live_photos=[photos[1].read_bytes()], consent=consent)
+
+
+def rounds(config: pytest.Config) -> tuple[int, int]:
+    """(rounds, warm-up rounds): ROUNDS under --benchmark-enable, one untimed call otherwise."""
+    # pyproject's addopts always pass --benchmark-disable; --benchmark-enable overrides it.
+    timed = bool(config.option.benchmark_enable) or not config.option.benchmark_disable
+    return (ROUNDS, 1) if timed else (1, 0)
+
+
+def annotate(benchmark, variant: str) -> None:
+    profile = select_profile("auto")
+    benchmark.extra_info["variant"] = variant
+    benchmark.extra_info["profile"] = profile.name
+    benchmark.extra_info["threads"] = profile.onnxruntime.intra_op_threads
+    benchmark.extra_info["machine"] = {
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "onnxruntime": onnxruntime.__version__,
+        "python": platform.python_version(),
+    }
+    if benchmark.stats is not None:  # None when benchmarks are disabled
+        data = benchmark.stats.stats.data
+        benchmark.extra_info["median_ms"] = round(statistics.median(data) * 1000, 1)
+        benchmark.extra_info["p95_ms"] = round(statistics.quantiles(data, n=20)[-1] * 1000, 1)
+
+
+def test_verify_with_measure_undone(benchmark, server, request_message, pytestconfig):
+    variant, running = server
+    count, warmup = rounds(pytestconfig)
+    with grpc.insecure_channel(running.address) as channel:
+        verify = kiosk_pb2_grpc.KioskStub(channel).Verify
+        response = benchmark.pedantic(
+            verify, args=(request_message,), kwargs={"timeout": TIMEOUT}, rounds=count, warmup_rounds=warmup
+        )
+    annotate(benchmark, variant)
+    assert response.decision == pb.VerifyResponse.MATCH
+
+
+def test_verify_on_a_new_connection_each_call(benchmark, request_message, pytestconfig, tmp_path):
+    """The hardened server, each call opening its own channel: the price of closing idle connections."""
+    running = start(VARIANTS["hardened"], tmp_path)
+
+    def verify_on_new_channel() -> pb.VerifyResponse:
+        with grpc.insecure_channel(running.address) as channel:
+            return kiosk_pb2_grpc.KioskStub(channel).Verify(request_message, timeout=TIMEOUT)
+
+    count, warmup = rounds(pytestconfig)
+    try:
+        response = benchmark.pedantic(verify_on_new_channel, rounds=count, warmup_rounds=warmup)
+    finally:
+        running.process.send_signal(signal.SIGTERM)
+        running.process.wait(timeout=TIMEOUT)
+    annotate(benchmark, "hardened_new_connection")
+    assert response.decision == pb.VerifyResponse.MATCH
