@@ -16,6 +16,7 @@ Experiments (the first variant of each is the baseline its ratios are taken agai
   detector-size live-frame detector input side and smallest face (profile [detector])
   downscale     a 1280x960 frame: detect on the full frame vs on a 640 px copy
   roi           a live frame: full-frame detection vs detection in a window around the last box
+  floor         GFLOP of one Verify by model, its floor at the float32 matmul peak, and the Verify's time
 
 Variants are built once, then timed round-robin (A, B, C, A, B, C, ...; the order rotates
 each round) so that load from other processes falls on all of them alike. Each row gives
@@ -29,6 +30,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import statistics
 import sys
@@ -46,7 +48,7 @@ import onnxruntime as ort
 
 from kiosk.pipeline.align import align_face
 from kiosk.pipeline.decode import ImageLimits, decode_image
-from kiosk.pipeline.detect import MtcnnDetector
+from kiosk.pipeline.detect import MtcnnDetector, crop_batch, pyramid_scales
 from kiosk.pipeline.embed import Embedder
 from kiosk.pipeline.tensors import to_input_tensor
 from kiosk.pipeline.types import BgrImage, FaceDetection
@@ -286,29 +288,40 @@ def exp_io_binding(bench: Bench, rounds: int, args) -> list[Row]:
 
 
 def quantise(bench: Bench, role: str, out_dir: Path) -> Path:
-    """A static INT8 QDQ copy of ``role``'s model, calibrated on real faces of the shared set."""
+    """A static INT8 QDQ copy of ``role``'s model, calibrated on what it sees in the pipeline.
+
+    Calibration inputs come from 40 LFW photos run through the float32 cascade: every
+    pyramid level for p-net, every p-net candidate crop for r-net, every r-net survivor
+    for o-net (faces and non-faces alike, as in service), the aligned faces for the embedder.
+    """
+    import onnx
+    from onnx import version_converter
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     entry = bench.manifest.entry(role)
     faces = faces_dir()
     photos = sorted(p for d in sorted(faces.glob("lfw__*"))[:40] for p in sorted(d.glob("*.jpg"))[:1])
     detector = bench.detector(bench.settings())
     limits = ImageLimits(3 * 1024 * 1024, 12_000_000, 8192)
+    thresholds = detector.thresholds
     samples: list[np.ndarray] = []
     for photo in photos:
         image = decode_image(photo.read_bytes(), limits)
-        found = detector.detect(image, 40)
+        proposals = detector._proposals(image, 40, thresholds)
+        refined = detector._refine(image, proposals, thresholds) if len(proposals) else proposals
         if role == "mtcnn_pnet":
-            level = cv2.resize(image, (125, 125), interpolation=cv2.INTER_AREA)
-            samples.append(to_input_tensor(level[np.newaxis], entry.input))
-        elif found and role in ("mtcnn_rnet", "mtcnn_onet"):
-            side = 24 if role == "mtcnn_rnet" else 48
-            b = found[0].box
-            crop = image[max(0, int(b.y)) : int(b.y + b.height), max(0, int(b.x)) : int(b.x + b.width)]
-            samples.append(to_input_tensor(cv2.resize(crop, (side, side))[np.newaxis], entry.input))
-        elif found and role == "embedder":
-            samples.append(to_input_tensor(align_face(image, found[0].landmarks)[np.newaxis], entry.input))
+            height, width = image.shape[:2]
+            for scale in pyramid_scales(height, width, 40, thresholds.pyramid_factor):
+                level = cv2.resize(image, (math.ceil(width * scale), math.ceil(height * scale)), interpolation=cv2.INTER_AREA)
+                samples.append(to_input_tensor(level[np.newaxis], entry.input))
+        elif role == "mtcnn_rnet" and len(proposals):
+            samples.append(to_input_tensor(crop_batch(image, proposals, 24), entry.input))
+        elif role == "mtcnn_onet" and len(refined):
+            samples.append(to_input_tensor(crop_batch(image, refined, 48), entry.input))
+        elif role == "embedder":
+            found = detector.detect(image, 40)
+            if found:
+                samples.append(to_input_tensor(align_face(image, found[0].landmarks)[np.newaxis], entry.input))
 
     class Reader(CalibrationDataReader):
         def __init__(self):
@@ -318,11 +331,16 @@ def quantise(bench: Bench, role: str, out_dir: Path) -> Path:
             item = next(self.items, None)
             return None if item is None else {entry.input.name: item}
 
-    prepared = out_dir / f"{role}.pre.onnx"
-    quant_pre_process(str(MODELS_DIR / entry.file), str(prepared), skip_symbolic_shape=True)
+    model = onnx.load(str(MODELS_DIR / entry.file))
+    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    # Per-channel QDQ needs DequantizeLinear's axis (opset 13); the PyTorch exports are opset 9.
+    if opset < 13:
+        model = version_converter.convert_version(model, 13)
+    source = out_dir / f"{role}.fp32.onnx"
+    onnx.save(model, str(source))
     target = out_dir / f"{role}.int8.onnx"
     quantize_static(
-        str(prepared), str(target), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+        str(source), str(target), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
     )
     return target
@@ -341,17 +359,43 @@ def exp_int8(bench: Bench, rounds: int, args) -> list[Row]:
         small, scale = scaled_for_detection(bench.live, bench.profile.detector.max_input_side)
         min_face = bench.live_min_face(bench.live, scale)
         rows += interleaved("int8:detect_live", {k: (lambda d=d: d.detect(small, min_face)) for k, d in detectors.items()}, rounds)
-        reference = detectors["float32"].detect(small, min_face)[0]
-        for label, det in detectors.items():
-            found = det.detect(small, min_face)
-            shift = float(np.abs(found[0].landmarks - reference.landmarks).max()) if found else float("nan")
-            print(f"int8 {label}: {len(found)} face(s), largest landmark shift {shift:.2f} px of a "
-                  f"{reference.box.width:.0f} px face", file=sys.stderr)
+        rows += interleaved("int8:detect_id", {k: (lambda d=d: d.detect(bench.id_padded, bench.id_min_face)) for k, d in detectors.items()}, rounds)
         embedders = {"float32": bench.embedder(settings), "int8": bench.embedder(settings, path=quantised["embedder"])}
         rows += interleaved("int8:embed", {k: (lambda e=e: e.embed(bench.aligned)) for k, e in embedders.items()}, rounds)
-        cosine = float(embedders["float32"].embed(bench.aligned) @ embedders["int8"].embed(bench.aligned))
-        print(f"int8 embedder: cosine to float32 on the live face {cosine:.4f}", file=sys.stderr)
+        _int8_agreement(detectors, embedders)
     return rows
+
+
+def _int8_agreement(detectors: dict[str, MtcnnDetector], embedders: dict[str, Embedder]) -> None:
+    """How far the INT8 variants move what matters downstream, on 100 LFW photos (stderr)."""
+    faces = faces_dir()
+    photos = sorted(p for d in sorted(faces.glob("lfw__*"))[100:200] for p in sorted(d.glob("*.jpg"))[:1])
+    limits = ImageLimits(3 * 1024 * 1024, 12_000_000, 8192)
+    reference = detectors["float32"]
+    shifts: dict[str, list[float]] = {k: [] for k in detectors if k != "float32"}
+    missed = dict.fromkeys(shifts, 0)
+    cosines = []
+    for photo in photos:
+        image = decode_image(photo.read_bytes(), limits)
+        ref = reference.detect(image, 40)
+        if not ref:
+            continue
+        eyes = float(np.linalg.norm(ref[0].landmarks[1] - ref[0].landmarks[0]))
+        for label in shifts:
+            found = detectors[label].detect(image, 40)
+            if not found:
+                missed[label] += 1
+                continue
+            nearest = min(found, key=lambda f: float(np.abs(f.landmarks - ref[0].landmarks).max()))
+            shifts[label].append(float(np.abs(nearest.landmarks - ref[0].landmarks).max()) / eyes)
+        aligned = align_face(image, ref[0].landmarks)
+        cosines.append(float(embedders["float32"].embed(aligned) @ embedders["int8"].embed(aligned)))
+    for label, values in shifts.items():
+        print(f"int8 {label}: landmark shift / inter-eye distance median {statistics.median(values):.3f}, "
+              f"95th pct {statistics.quantiles(values, n=20)[-1]:.3f}; faces lost {missed[label]} of {len(cosines)}",
+              file=sys.stderr)
+    print(f"int8 embedder: cosine to float32 on {len(cosines)} aligned faces: median {statistics.median(cosines):.4f}, "
+          f"min {min(cosines):.4f}", file=sys.stderr)
 
 
 def exp_detector_size(bench: Bench, rounds: int, args) -> list[Row]:
@@ -396,6 +440,51 @@ def exp_roi(bench: Bench, rounds: int, args) -> list[Row]:
     )
 
 
+def exp_floor(bench: Bench, rounds: int, args) -> list[Row]:
+    """Arithmetic of one Verify (card-like ID photo + the webcam frame), model by model, and its floor.
+
+    Every session.run of a real Verify is recorded with its input shape; FLOPs are counted
+    at those shapes (hardware/flops.py). The floor is that work at the float32 matmul peak.
+    The one timed row is the whole Verify, for the distance to the floor.
+    """
+    from hardware.flops import measure_peak_gflops, model_flops
+    from kiosk.pipeline.verifier import Verifier
+    from kiosk.settings import HardwareSettings, Settings
+
+    verifier = Verifier.load(Settings(hardware=HardwareSettings(profile=bench.profile.name)))
+    seen: list[tuple[str, tuple[int, ...]]] = []
+    nets = [verifier.detector.pnet, verifier.detector.rnet, verifier.detector.onet, verifier.embedder,
+            verifier.passive_liveness, verifier.eye_state]
+    for net in nets:
+        session, entry = net.session, net.entry
+
+        class Recording:
+            def __init__(self, inner, file):
+                self.inner, self.file = inner, file
+
+            def run(self, outputs, feeds):
+                seen.append((self.file, next(iter(feeds.values())).shape))
+                return self.inner.run(outputs, feeds)
+
+        net.session = Recording(session, entry.file)
+    id_photo = cv2.imencode(".jpg", bench.id_padded[50:-50, 50:-50])[1].tobytes()
+    live = cv2.imencode(".jpg", bench.live, [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes()
+    verification = verifier.verify(id_photo, [live])
+    by_model: dict[str, float] = {}
+    for file, shape in seen:
+        by_model[file] = by_model.get(file, 0.0) + model_flops(MODELS_DIR / file, shape).gflop
+    total = sum(by_model.values())
+    threads = bench.profile.onnxruntime.intra_op_threads
+    peak = max(measure_peak_gflops(n) for n in sorted({1, threads}))
+    for file, gflop in sorted(by_model.items(), key=lambda kv: -kv[1]):
+        print(f"floor: {file}: {gflop:.3f} GFLOP", file=sys.stderr)
+    print(f"floor: one Verify ({verification.decision.value}) = {total:.3f} GFLOP in {len(seen)} runs; "
+          f"float32 matmul peak {peak:.1f} GFLOP/s -> floor {1000 * total / peak:.1f} ms", file=sys.stderr)
+    for net in nets:
+        net.session = net.session.inner
+    return interleaved("floor:verify", {"verify": lambda: verifier.verify(id_photo, [live])}, rounds)
+
+
 EXPERIMENTS: dict[str, Callable[[Bench, int, argparse.Namespace], list[Row]]] = {
     "models": exp_models,
     "threads": exp_threads,
@@ -408,6 +497,7 @@ EXPERIMENTS: dict[str, Callable[[Bench, int, argparse.Namespace], list[Row]]] = 
     "detector-size": exp_detector_size,
     "downscale": exp_downscale,
     "roi": exp_roi,
+    "floor": exp_floor,
 }
 
 
@@ -439,10 +529,14 @@ def main(argv: list[str] | None = None) -> int:
         new = EXPERIMENTS[name](bench, args.rounds, args)
         print(format_rows(new), flush=True)
         rows += new
-    if args.json:
-        meta = {"profile": bench.profile.name, "onnxruntime": ort.__version__, "cpu_count": os.cpu_count()}
-        args.json.write_text(json.dumps({"meta": meta, "rows": [dataclasses.asdict(r) for r in rows]}, indent=1))
+        if args.json:
+            _write_json(args.json, bench, rows)
     return 0
+
+
+def _write_json(path: Path, bench: Bench, rows: list[Row]) -> None:
+    meta = {"profile": bench.profile.name, "onnxruntime": ort.__version__, "cpu_count": os.cpu_count()}
+    path.write_text(json.dumps({"meta": meta, "rows": [dataclasses.asdict(r) for r in rows]}, indent=1))
 
 
 if __name__ == "__main__":

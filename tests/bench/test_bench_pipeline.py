@@ -76,9 +76,10 @@ def _stamp(benchmark, verifier: Verifier) -> None:
     benchmark.extra_info["models"] = verifier.model_versions
 
 
-def test_bench_verify(benchmark, threaded_verifier, inputs):
+def test_bench_verify(benchmark, threaded_verifier, inputs, percentiles):
     _stamp(benchmark, threaded_verifier)
     result = benchmark(threaded_verifier.verify, inputs.id_photo, [inputs.live_photo])
+    percentiles(benchmark)
     assert result.decision is Decision.MATCH
 
 
@@ -131,7 +132,7 @@ def test_bench_embed(benchmark, threaded_verifier):
 FRAME_INTERVAL_MS = 33
 
 
-def test_bench_session_frame(benchmark, verifier, inputs, stamp):
+def test_bench_session_frame(benchmark, verifier, inputs, stamp, percentiles):
     challenges = dataclasses.replace(verifier.settings.liveness_challenge, step_window_ms=10**9)
     limits = SessionLimits(max_frames=10**9)
     timestamps = itertools.count(1_000, FRAME_INTERVAL_MS)
@@ -143,6 +144,7 @@ def test_bench_session_frame(benchmark, verifier, inputs, stamp):
 
         stamp(benchmark, verifier)
         result = benchmark(one_frame)
+        percentiles(benchmark)
         if benchmark.stats is not None:
             benchmark.extra_info["frames_per_s"] = round(1.0 / benchmark.stats.stats.median, 2)
             benchmark.extra_info["budget_frames_per_s"] = verifier.profile.budgets.session_fps
