@@ -247,7 +247,9 @@ class LiveSession:
         with self.timer.stage("align"):
             aligned = self.scratch.keep(align_face(image, face.landmarks))
         with self.timer.stage("quality"):
-            checks = quality.assess(face.landmarks, aligned, self.verifier.quality_limits(ImageRole.LIVE_FRAME))
+            # The full live-frame checks (face inside the frame, eyes open); a closed-eye
+            # frame during a blink challenge is simply not used for matching.
+            checks = self.verifier.assess_quality(image, face, aligned, ImageRole.LIVE_FRAME)
         finding = FaceFinding(ImageRole.LIVE_FRAME, index, True, face.box, face.score, checks)
         self.findings.append(finding)
         usable = not quality.failed(checks)
