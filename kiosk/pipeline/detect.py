@@ -123,12 +123,17 @@ def crop_batch(image: BgrImage, boxes: Candidates, size: int) -> np.ndarray:
         bw, bh = x2 - x1 + 1, y2 - y1 + 1
         if bw <= 0 or bh <= 0:
             continue
+        # Resized straight into the batch: no temporary copy of a face to wipe or leave behind.
+        if x1 >= 0 and y1 >= 0 and x2 < width and y2 < height:
+            # Inside the image (most candidates): resize the view, with no zero-padded copy.
+            cv2.resize(image[y1 : y2 + 1, x1 : x2 + 1], (size, size), dst=batch[k], interpolation=cv2.INTER_AREA)
+            continue
         patch = np.zeros((bh, bw, 3), dtype=np.uint8)
         sx1, sy1 = max(x1, 0), max(y1, 0)
         sx2, sy2 = min(x2 + 1, width), min(y2 + 1, height)
         if sx2 > sx1 and sy2 > sy1:
             patch[sy1 - y1 : sy2 - y1, sx1 - x1 : sx2 - x1] = image[sy1:sy2, sx1:sx2]
-        batch[k] = cv2.resize(patch, (size, size), interpolation=cv2.INTER_AREA)
+        cv2.resize(patch, (size, size), dst=batch[k], interpolation=cv2.INTER_AREA)
         patch.fill(0)
     return batch
 
