@@ -336,7 +336,11 @@ def serve_forever(settings: Settings) -> int:
             if not stopping.is_set():
                 server.ready(verifier)
                 LOG.info("serving (hardware profile %s)", verifier.profile.name)
-                stopping.wait()
+                # Wake up now and then: Python runs signal handlers only in the main thread,
+                # between bytecodes, and a SIGTERM taken by another thread would otherwise
+                # wait for an untimed wait that never ends.
+                while not stopping.wait(0.5):
+                    pass
         finally:
             grace = settings.service.grace_period_s
             LOG.info("stopping: finishing in-flight calls (up to %g s)", grace)

@@ -207,10 +207,13 @@ def test_sigterm_under_load_drains_in_flight_calls_then_exits_0(tmp_path, photos
         # New calls are refused while the three drain. A probe that still gets in before the
         # signal is handled must not be held too, so it is one that validation refuses.
         refused = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
-        deadline = time.monotonic() + 5
+        # On a loaded machine the signal can take seconds to be handled; probes past the
+        # per-client rate limit are refused as RESOURCE_EXHAUSTED meanwhile.
+        not_yet = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED)
+        deadline = time.monotonic() + 30
         while (code := rpc_error(stub.Verify, verify_request(b"x", [])).code()) not in refused:
-            assert code == grpc.StatusCode.INVALID_ARGUMENT and time.monotonic() < deadline, code
-            time.sleep(0.05)
+            assert code in not_yet and time.monotonic() < deadline, (code, server.log()[-1500:])
+            time.sleep(0.1)
         gate.touch()
 
         assert [call.result().decision for call in calls] == [pb.VerifyResponse.MATCH] * 3
