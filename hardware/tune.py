@@ -7,6 +7,7 @@ Experiments (the first variant of each is the baseline its ratios are taken agai
   models        detection and embedding with the models of --baseline-dir vs --candidate-dir
                 (e.g. the decomposed-PReLU graphs of an older build vs the fused ones)
   threads       intra-op threads 1, 2, 3, 4
+  spinning      the profile's intra-op threads spinning between runs (onnxruntime's default) vs sleeping
   optimisation  graph optimisation level all / extended / basic
   execution     sequential vs parallel execution mode (2 inter-op threads)
   arena         CPU memory arena off (zero retention) vs on
@@ -133,7 +134,11 @@ class Bench:
                 **extra) -> ort.InferenceSession:
         options = session_options(settings)
         for name, value in extra.items():
-            setattr(options, name, value)
+            if name == "config":
+                for key, entry in value.items():
+                    options.add_session_config_entry(key, entry)
+            else:
+                setattr(options, name, value)
         file = path or models_dir / self.manifest.entry(role).file
         return ort.InferenceSession(str(file), sess_options=options, providers=list(settings.providers))
 
@@ -218,6 +223,18 @@ def exp_threads(bench: Bench, rounds: int, args) -> list[Row]:
         settings = bench.settings(intra_op_threads=n)
         builders[f"{n} threads"] = (bench.detector(settings), bench.embedder(settings))
     return _paired("threads", bench, builders, rounds)
+
+
+def exp_spinning(bench: Bench, rounds: int, args) -> list[Row]:
+    """Intra-op worker threads that spin between runs vs ones that sleep, and one thread."""
+    threads = max(2, bench.profile.onnxruntime.intra_op_threads)
+    builders = {}
+    for label, n, spin in ((f"{threads} threads, spinning", threads, "1"),
+                           (f"{threads} threads, no spinning", threads, "0"), ("1 thread", 1, "1")):
+        settings = bench.settings(intra_op_threads=n)
+        config = {"config": {"session.intra_op.allow_spinning": spin}}
+        builders[label] = (bench.detector(settings, **config), bench.embedder(settings, **config))
+    return _paired("spinning", bench, builders, rounds)
 
 
 def exp_optimisation(bench: Bench, rounds: int, args) -> list[Row]:
@@ -488,6 +505,7 @@ def exp_floor(bench: Bench, rounds: int, args) -> list[Row]:
 EXPERIMENTS: dict[str, Callable[[Bench, int, argparse.Namespace], list[Row]]] = {
     "models": exp_models,
     "threads": exp_threads,
+    "spinning": exp_spinning,
     "optimisation": exp_optimisation,
     "execution": exp_execution,
     "arena": exp_arena,

@@ -39,6 +39,12 @@ def session_options(settings: OrtSettings) -> ort.SessionOptions:
     # varied ID photo sizes, and p-net alone by 230 MB over 800 runs of 400 sizes; off,
     # neither grows, and no stage got measurably slower (python -m hardware.tune mem-pattern).
     options.enable_mem_pattern = False
+    # Worker threads sleep between runs instead of spinning: a request alternates many small
+    # runs (the MTCNN cascade) with Python work, and a kiosk shares its cores with the UI and
+    # the camera. Spinning workers held the cores during the Python parts: a whole Verify took
+    # 0.36x the time without spinning (interleaved, 60 rounds, x86 profile on a 2-core VM;
+    # models/README.md "Speed"), and detection and embedding alone 0.66-0.88x.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     # Nothing of a request may be written anywhere: no optimised-model dumps, no profiling files.
     options.enable_profiling = False
     options.log_severity_level = 3

@@ -43,6 +43,7 @@ class Work:
     """One model's share of a verify: its session, output names and input tensors (one per run)."""
 
     session: object
+    version: str
     input_name: str
     outputs: list[str]
     tensors: list[np.ndarray]
@@ -53,10 +54,10 @@ class Work:
             self.session.run(self.outputs, {self.input_name: tensor})
 
 
-def _work(verifier: Verifier, role: str, session, entry, batches: list[np.ndarray]) -> Work:
+def _work(session, entry, batches: list[np.ndarray]) -> Work:
     tensors = [to_input_tensor(b, entry.input) for b in batches]
     gflop = sum(model_flops(MODELS_DIR / entry.file, t.shape).gflop for t in tensors)
-    return Work(session, entry.input.name, list(entry.outputs), tensors, gflop)
+    return Work(session, entry.version, entry.input.name, list(entry.outputs), tensors, gflop)
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +89,7 @@ def workloads(faces: Path, verifier: Verifier) -> dict[str, Work]:
         "eye_state": (eyes.session, eyes.entry, [crop_batch(image, eye_patch_boxes(face.landmarks), eyes.patch_size)]),
         "face_mesh": (mesh.session, mesh.entry, [mesh_crop[np.newaxis]]),
     }
-    return {role: _work(verifier, role, *net) for role, net in nets.items()}
+    return {role: _work(*net) for role, net in nets.items()}
 
 
 @pytest.mark.parametrize(
@@ -97,7 +98,7 @@ def workloads(faces: Path, verifier: Verifier) -> dict[str, Work]:
 def test_bench_model(benchmark, role, workloads, verifier, stamp, peak_gflops):
     work = workloads[role]
     stamp(
-        benchmark, verifier, role=role, model=verifier.model_versions.get(role, ""),
+        benchmark, verifier, role=role, model=work.version,
         input_shapes=[list(t.shape) for t in work.tensors], gflop=round(work.gflop, 4),
     )
     benchmark(work.run)
