@@ -30,6 +30,7 @@ import pytest
 from hardware.hil.local import LocalService
 from kiosk.client import KioskClient
 from kiosk.pipeline.types import Decision
+from kiosk.runtime.profile import select_profile
 from kiosk.server.calls import Consent
 from kiosk.settings import Settings
 
@@ -71,7 +72,7 @@ def test_cold_start(benchmark, machine, timed):
 
     benchmark.pedantic(start_and_stop, rounds=3 if timed else 1, iterations=1)
     benchmark.extra_info.update(
-        machine=machine, cold_start_s=[round(s, 2) for s in seconds],
+        machine=machine, profile=select_profile("auto").name, cold_start_s=[round(s, 2) for s in seconds],
         cold_start_median_s=round(statistics.median(seconds), 2),
     )
     assert seconds
