@@ -20,7 +20,8 @@ for every needle. The float needles are only meaningful if the server computes t
 same bits: same model, same input, same thread count (the hardware profile) should give
 bit-identical output in another process. ``test_positive_control_*`` proves it and
 proves the search can fail: a server with its retention measures switched off leaves
-every kind of needle behind, and the hardened server's own open session is found
+every kind of needle behind, a server with one measure undone leaves the bytes that
+measure is there to remove, and the hardened server's own open session is found
 holding its ID photo's embedding until the session ends.
 
 Reading a non-dumpable process's memory needs root (CAP_SYS_PTRACE); the tests skip
@@ -42,7 +43,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -75,18 +76,28 @@ ALIGNED_ROWS = (40, 56, 72)  # eyes, nose and mouth rows of the 112x112 crop
 # Classes of needles, in the order reports list them.
 ENCODED, PIXELS, ALIGNED, RAW, EMBEDDING = "encoded", "pixels", "aligned", "raw", "embedding"
 CLASSES = (ENCODED, PIXELS, ALIGNED, RAW, EMBEDDING)
-# The control server: the same service with its retention measures switched off, in
-# this process's test code only (the product has no switch for them).
-CONTROL_BOOTSTRAP = """
-import sys
-from kiosk.pipeline import scratch
-from kiosk.runtime import hardening
-scratch.Scratch.wipe = lambda self: None
-hardening.overwrite_freed_memory = lambda byte=0: False
-hardening.startup_environment = lambda environ: None
-from kiosk.cli import main
-sys.exit(main(sys.argv[1:]))
-"""
+# Each undoes one retention measure in a server started with ``bootstrap``: test code
+# only, the product has no switch for them.
+NO_WIPES = "scratch.Scratch.wipe = lambda self: None"
+NO_PERTURB = "hardening.overwrite_freed_memory = lambda byte=0: False"
+NO_STARTUP_ENVIRONMENT = "hardening.startup_environment = lambda environ: None"
+# startup_environment then leaves GLIBC_TUNABLES alone (ONNX Runtime telemetry stays off).
+TCACHE_ON = "hardening.runs_on_glibc = lambda: False"
+CONNECTIONS_KEPT = "app.CONNECTION_IDLE_MS = 2**31 - 1"
+
+
+def bootstrap(*patches: str) -> str:
+    """``python -c`` code that applies ``patches`` and runs `kiosk` (again after its re-exec)."""
+    lines = [
+        "import sys",
+        "from kiosk.pipeline import scratch",
+        "from kiosk.runtime import hardening",
+        "from kiosk.server import app",
+        *patches,
+        "from kiosk.cli import main",
+        "sys.exit(main(sys.argv[1:]))",
+    ]
+    return "\n".join(lines) + "\n"
 
 
 # --------------------------------------------------------------------------- markers and needles
@@ -495,7 +506,9 @@ def test_positive_control_without_retention_measures_every_kind_of_needle_is_fou
     root = tmp_path / "control"
     root.mkdir()
     profile = control_profile(root)
-    control = start_server_process(root, f'[hardware]\nprofile = "{profile}"\n', bootstrap=CONTROL_BOOTSTRAP)
+    control = start_server_process(
+        root, f'[hardware]\nprofile = "{profile}"\n', bootstrap(NO_WIPES, NO_PERTURB, NO_STARTUP_ENVIRONMENT)
+    )
     try:
         id_photo, live = markers.id_photo(), markers.live()
         assert verify(control, id_photo.encoded, [live.encoded]).decision == pb.VerifyResponse.MATCH
@@ -508,6 +521,47 @@ def test_positive_control_without_retention_measures_every_kind_of_needle_is_fou
     # bits this process computed, so absence on the hardened server means wiped, not missed.
     assert found == set(CLASSES), f"the search could not find {set(CLASSES) - found}:\n{report}"
     assert {h.marker for h in hits if h.kind in (ENCODED, PIXELS, ALIGNED)} == {id_photo.name, live.name}, report
+
+
+@dataclass(frozen=True)
+class Ablation:
+    """One measure undone, the scenario that shows it, and the kind of bytes then left behind."""
+
+    patches: tuple[str, ...]
+    scenario: str  # "match" or "no face"
+    residue: str
+    arena: bool = False
+    connection_closes: bool = True
+
+
+# Measured: each of these alone leaves the named kind of bytes behind (README, "Zero retention").
+ABLATIONS = {
+    # The copies gRPC, protobuf and the pipeline free without wiping: the photos and more.
+    "freed memory overwritten": Ablation((NO_PERTURB,), "match", ENCODED),
+    # The end of the last photo received, in a chunk of at most 1032 bytes.
+    "glibc per-thread cache off": Ablation((TCACHE_ON,), "no face", ENCODED),
+    # The embedder's output, kept in the arena for the next run.
+    "ONNX Runtime arena off": Ablation((), "match", RAW, arena=True),
+    # The end of the last message, in the connection's read buffer.
+    "idle connections closed": Ablation((CONNECTIONS_KEPT,), "match", ENCODED, connection_closes=False),
+}
+
+
+@pytest.mark.parametrize("measure", list(ABLATIONS))
+def test_positive_control_each_measure_alone_is_needed(measure: str, markers: Markers, tmp_path: Path):
+    """With only this measure undone, the scan finds the bytes it is there to remove."""
+    ablation = ABLATIONS[measure]
+    config = f'[hardware]\nprofile = "{control_profile(tmp_path)}"\n' if ablation.arena else ""
+    code = bootstrap(*ablation.patches) if ablation.patches else ""
+    running = start_server_process(tmp_path / "server", config, code)
+    try:
+        id_photo = markers.id_photo()
+        live = markers.live() if ablation.scenario == "match" else markers.no_face()
+        verify(running, id_photo.encoded, [live.encoded])
+        hits = running.scan([id_photo, live], disconnected=ablation.connection_closes)
+    finally:
+        running.stop()
+    assert ablation.residue in {h.kind for h in hits}, needle_report(hits, [id_photo, live])
 
 
 def test_positive_control_an_open_session_holds_its_id_photo_embedding_until_it_ends(
@@ -657,11 +711,13 @@ class Outcomes:
 def full_scenario(server: ServerProcess, markers: Markers) -> Outcomes:
     """Match, no match, retry, invalid image, consent refusals, a session, GetInfo."""
     out = Outcomes()
-    id_photo, live, stranger = markers.id_photo(), markers.live(), markers.live("stranger", "lfw__Aaron_Tippin/Aaron_Tippin_0001.jpg")
+    id_photo, live = markers.id_photo(), markers.live()
+    stranger = markers.live("stranger", "lfw__Aaron_Tippin/Aaron_Tippin_0001.jpg")
     faceless, nuaa_id, frames = markers.no_face(), *markers.nuaa(3)
     out.markers += [id_photo, live, stranger, faceless, nuaa_id, *frames]
     for request_live, decision in (([live], "MATCH"), ([stranger], "NO_MATCH"), ([faceless], "RETRY")):
-        response = verify(server, id_photo.encoded, [m.encoded for m in request_live], request_id=f"scenario-{decision}")
+        photos = [m.encoded for m in request_live]
+        response = verify(server, id_photo.encoded, photos, request_id=f"scenario-{decision}")
         assert pb.VerifyResponse.Decision.Name(response.decision) == decision
         if response.HasField("similarity"):
             out.similarities.append(response.similarity)
@@ -713,7 +769,9 @@ def all_threads_traced(pid: int) -> bool:
     return all(re.search(r"^TracerPid:\s+[1-9]", status, re.M) for status in statuses)
 
 
-@pytest.mark.skipif(STRACE is None, reason="strace is not installed (apt-get install strace); the /proc/PID/fd check runs without it")
+@pytest.mark.skipif(
+    STRACE is None, reason="strace is not installed (apt-get install strace); the /proc/PID/fd check runs without it"
+)
 def test_strace_sees_no_file_written_during_requests(server: ServerProcess, markers: Markers, tmp_path: Path):
     trace = tmp_path / "strace.txt"
     tracer = subprocess.Popen(
