@@ -98,7 +98,8 @@ def start(variant: Variant, folder: Path) -> Server:
     hardware = ""
     if variant.arena:
         text = (bundled_profiles_dir() / f"{profile.name}.toml").read_text()
-        (folder / "arena_on.toml").write_text(text.replace("enable_cpu_mem_arena = false", "enable_cpu_mem_arena = true"))
+        arena_on = text.replace("enable_cpu_mem_arena = false", "enable_cpu_mem_arena = true")
+        (folder / "arena_on.toml").write_text(arena_on)
         hardware = f'[hardware]\nprofile = "{folder / "arena_on.toml"}"\n'
     # One client calling as fast as it can, on purpose: no rate limit.
     config.write_text(f'[service]\nlisten = ["{address}"]\nrate_limit_per_s = 0\n{hardware}')
@@ -190,7 +191,8 @@ def test_verify_on_a_new_connection_each_call(benchmark, request_message, pytest
     running = start(VARIANTS["hardened"], tmp_path)
 
     def verify_on_new_channel() -> pb.VerifyResponse:
-        with grpc.insecure_channel(running.address) as channel:
+        # A local subchannel pool: otherwise gRPC may hand the new channel the last one's connection.
+        with grpc.insecure_channel(running.address, options=[("grpc.use_local_subchannel_pool", 1)]) as channel:
             return kiosk_pb2_grpc.KioskStub(channel).Verify(request_message, timeout=TIMEOUT)
 
     count, warmup = rounds(pytestconfig)
