@@ -3,15 +3,20 @@
 The budget comes from the hardware profile the device reports in GetInfo (or the one
 named on the command line): ``verify_p95_ms`` for Verify runs, ``session_fps`` for
 session runs. Only successful calls count towards latency; errors are listed by status.
+Memory growth: median RSS of the run's last quarter against its second quarter.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import statistics
 from collections import Counter
 
 from hardware.hil.runner import RunResult
 from kiosk.runtime.profile import HardwareProfile
+
+# Share of the run before memory growth is measured (see ``summarise``).
+WARMUP_SHARE = 0.25
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -58,12 +63,14 @@ def summarise(result: RunResult, profile: HardwareProfile) -> dict:
         rates = [(c.frames - 1) / (c.stream_ms / 1000) for c in ok if c.frames > 1 and c.stream_ms > 0]
         summary["session_fps"] = {"p50": round(percentile(rates, 50), 2), "min": round(min(rates), 2) if rates else float("nan")}
     rss = [s.rss_kib for s in result.samples if s.rss_kib is not None]
+    rss_warm, rss_end = _rss_levels(result)
     temps = [s.temperature_c for s in result.samples if s.temperature_c is not None]
     throttled_now = sorted({flag for s in result.samples if s.throttling for flag in s.throttling.now})
     throttled_boot = sorted({flag for s in result.samples if s.throttling for flag in s.throttling.since_boot})
     summary["memory"] = (
-        {"rss_mb_first": round(rss[0] / 1024, 1), "rss_mb_last": round(rss[-1] / 1024, 1),
-         "rss_mb_max": round(max(rss) / 1024, 1), "growth_pct": round(100.0 * (rss[-1] - rss[0]) / rss[0], 2)}
+        {"rss_mb_first": round(rss[0] / 1024, 1), "rss_mb_after_warmup": round(rss_warm / 1024, 1),
+         "rss_mb_last": round(rss_end / 1024, 1), "rss_mb_max": round(max(rss) / 1024, 1),
+         "growth_pct": round(100.0 * (rss_end - rss_warm) / rss_warm, 2)}
         if rss else {"unavailable": f"no RSS readings via {result.probe} (give --pid, --ssh or run on the device)"}
     )
     summary["thermal"] = (
@@ -78,6 +85,22 @@ def summarise(result: RunResult, profile: HardwareProfile) -> dict:
     summary["samples"] = [dataclasses.asdict(s) for s in result.samples]
     summary["budget"] = _budget(summary, profile)
     return summary
+
+
+def _rss_levels(result: RunResult) -> tuple[float | None, float | None]:
+    """Median RSS over the run's second quarter and over its last quarter.
+
+    The first quarter is warm-up: the first calls allocate buffers that stay (gRPC, OpenCV,
+    the runtime, one malloc arena per worker thread). Medians, because RSS moves by several
+    MB between single readings as requests come and go; a leak moves the whole quarter.
+    """
+    wall = result.wall_s or 1.0
+    readings = [(s.t / wall, s.rss_kib) for s in result.samples if s.rss_kib is not None]
+    if not readings:
+        return None, None
+    second = [r for f, r in readings if WARMUP_SHARE <= f < 2 * WARMUP_SHARE] or [readings[0][1]]
+    last = [r for f, r in readings if f >= 1 - WARMUP_SHARE] or [readings[-1][1]]
+    return statistics.median(second), statistics.median(last)
 
 
 def _budget(summary: dict, profile: HardwareProfile) -> dict:
@@ -112,7 +135,8 @@ def format_table(summary: dict) -> str:
         rows.append(("server stages p50", ", ".join(f"{k} {v}" for k, v in summary["server_stage_ms_p50"].items())))
     mem, thermal, throttling = summary["memory"], summary["thermal"], summary["throttling"]
     rows.append(("RSS", mem.get("unavailable") or
-                 f"{mem['rss_mb_first']} -> {mem['rss_mb_last']} MB (max {mem['rss_mb_max']}, {mem['growth_pct']:+} %)"))
+                 f"{mem['rss_mb_first']} at start, {mem['rss_mb_after_warmup']} in the second quarter, "
+                 f"{mem['rss_mb_last']} MB in the last (medians; {mem['growth_pct']:+} %; max {mem['rss_mb_max']})"))
     rows.append(("SoC temperature", thermal.get("unavailable") or
                  f"{thermal['temp_c_first']} -> {thermal['temp_c_last']} C (max {thermal['temp_c_max']})"))
     rows.append(("throttling", throttling.get("unavailable") or
