@@ -1,6 +1,6 @@
 """Hardware-in-the-loop harness: drive a kiosk service on a real board and hold it to its budget.
 
-    python -m hardware.hil --device 192.168.7.2:50051 [--ca ca.pem --cert c.pem --key k.pem]
+    python -m hardware.hil --device HOST:PORT [--ca ca.pem --cert c.pem --key k.pem]
         [--mode verify|session] [--duration 600] [--corpus DIR] [--ssh pi@kiosk-0042]
         [--json hil.json]
 
