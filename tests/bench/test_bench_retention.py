@@ -9,6 +9,8 @@ runs the bootstrap again), and the arena variant gets a copy of the profile with
 ``enable_cpu_mem_arena = true``.
 
 * ``hardened``: as shipped (the baseline every other figure is compared with);
+* ``hardened_twin``: a second hardened process: how far two identical servers differ,
+  the noise floor of every other comparison;
 * ``freed_memory_not_overwritten``: no ``mallopt(M_PERTURB)``;
 * ``glibc_tcache_on``: no ``GLIBC_TUNABLES=glibc.malloc.tcache_count=0``;
 * ``onnxruntime_arena_on``: ONNX Runtime's CPU arena on;
@@ -71,6 +73,7 @@ class Variant:
 
 VARIANTS = {
     "hardened": Variant(),
+    "hardened_twin": Variant(),
     "freed_memory_not_overwritten": Variant(patches=(NO_PERTURB,)),
     "glibc_tcache_on": Variant(patches=(TCACHE_ON,)),
     "onnxruntime_arena_on": Variant(arena=True),
