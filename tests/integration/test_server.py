@@ -19,6 +19,7 @@ import sys
 import threading
 from pathlib import Path
 
+import cv2
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -430,12 +431,23 @@ def test_calls_past_the_concurrency_limit_are_refused_at_once(start_server, phot
     assert stub.Verify(genuine_request(photos), timeout=TIMEOUT).decision == pb.VerifyResponse.MATCH
 
 
+def enlarged_jpeg(path: Path, side: int) -> bytes:
+    image = cv2.resize(cv2.imread(str(path)), (side, side), interpolation=cv2.INTER_CUBIC)
+    return cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
+
+
 def test_verify_past_the_server_deadline_is_deadline_exceeded(start_server, photos):
-    running = start_server(service_settings(call_deadline_s=0.05))
-    error = rpc_error(running.stub().Verify, genuine_request(photos))
+    # The analysis cannot be interrupted, so the deadline must be shorter than the
+    # analysis on any machine: six 2000 px photos take about 300 ms on a 2-core x86 VM,
+    # a 250 px pair only 50 ms (a faster CI machine once finished that inside 50 ms).
+    running = start_server(service_settings(call_deadline_s=0.02))
+    request = verify_request(
+        enlarged_jpeg(photos.scorsese[0], 2000), [enlarged_jpeg(photos.scorsese[1], 2000)] * 5
+    )
+    error = rpc_error(running.stub().Verify, request)
 
     assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-    assert error.details() == "the call ran past its 0.05 s deadline during analysis"
+    assert error.details() == "the call ran past its 0.02 s deadline during analysis"
     assert running.audit_records() == []
 
 
