@@ -3,8 +3,8 @@
 The graph uses every operator the face mesh does (fused conv with BiasAdd + Prelu,
 depthwise conv, SAME and VALID padding, strides, MaxPool, channel Pad, AddV2, Prelu,
 Sigmoid, Reshape, Identity) and all three weight encodings (float32, float16-quantised,
-uint8-quantised), so the converter is checked without the npm package. Build-time code:
-skipped where the ``convert`` extra (onnx) is not installed.
+uint8-quantised), so the converter is checked without the npm package. The converter
+is build-time code; the ``test`` extra installs the onnx it needs.
 """
 
 from __future__ import annotations
@@ -15,10 +15,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import onnx
+import onnxruntime as ort
 import pytest
-
-onnx = pytest.importorskip("onnx")
-import onnxruntime as ort  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "models"))
 import tfjs_reference  # noqa: E402
