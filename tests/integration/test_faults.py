@@ -167,7 +167,7 @@ def test_client_deadline_expiring_during_inference(start_server, photos, verifie
 
 HELD_SERVE_SCRIPT = textwrap.dedent(
     """
-    import sys, time
+    import os, sys, time
     from pathlib import Path
     import kiosk.pipeline
     from kiosk import cli
@@ -177,8 +177,10 @@ HELD_SERVE_SCRIPT = textwrap.dedent(
     original = Verifier.verify
 
     def held(self, *args, **kwargs):
-        # Say so on stdout, then wait for the test to let the call finish.
-        print("entered", flush=True)
+        # Say so on stdout, then wait for the test to let the call finish. One write(2) of
+        # a whole line: print() writes the text and its newline separately, and three
+        # threads' lines once interleaved as "enteredentered".
+        os.write(sys.stdout.fileno(), b"entered\\n")
         deadline = time.monotonic() + 60
         while not gate.exists() and time.monotonic() < deadline:
             time.sleep(0.01)
