@@ -553,21 +553,33 @@ ABLATIONS = {
 }
 
 
+# Servers one control may start. What is left can depend on timing: the per-thread cache
+# keeps only chunks of at most 1032 bytes, and how the transport splits a message into
+# reads depends on load (on a loaded machine one server in several left no such chunk).
+# A measure that is needed only sometimes is still needed.
+CONTROL_ATTEMPTS = 3
+
+
 @pytest.mark.parametrize("measure", list(ABLATIONS))
 def test_positive_control_each_measure_alone_is_needed(measure: str, markers: Markers, tmp_path: Path):
     """With only this measure undone, the scan finds the bytes it is there to remove."""
     ablation = ABLATIONS[measure]
     config = f'[hardware]\nprofile = "{control_profile(tmp_path)}"\n' if ablation.arena else ""
     code = bootstrap(*ablation.patches) if ablation.patches else ""
-    running = start_server_process(tmp_path / "server", config, code)
-    try:
-        id_photo = markers.id_photo()
-        live = markers.live() if ablation.scenario == "match" else markers.no_face()
-        verify(running, id_photo.encoded, [live.encoded])
-        hits = running.scan([id_photo, live], disconnected=ablation.connection_closes)
-    finally:
-        running.stop()
-    assert ablation.residue in {h.kind for h in hits}, needle_report(hits, [id_photo, live])
+    reports = []
+    for attempt in range(CONTROL_ATTEMPTS):
+        running = start_server_process(tmp_path / f"server{attempt}", config, code)
+        try:
+            id_photo = markers.id_photo()
+            live = markers.live() if ablation.scenario == "match" else markers.no_face()
+            verify(running, id_photo.encoded, [live.encoded])
+            hits = running.scan([id_photo, live], disconnected=ablation.connection_closes)
+        finally:
+            running.stop()
+        if ablation.residue in {h.kind for h in hits}:
+            return
+        reports.append(needle_report(hits, [id_photo, live]))
+    pytest.fail(f"no {ablation.residue} residue from {CONTROL_ATTEMPTS} servers:\n" + "\n".join(reports))
 
 
 def test_positive_control_an_open_session_holds_its_id_photo_embedding_until_it_ends(
@@ -828,20 +840,45 @@ def _float_forms(value: float) -> list[str]:
     return [repr(value), f"{value:.6f}", f"{value:.5f}", f"{value:.4f}", f"{value:.3f}"]
 
 
+def _quotes(text: str, form: str) -> bool:
+    # Not a digit before or after: "0.78" must not match inside "10.785".
+    return re.search(rf"(?<![\d.]){re.escape(form)}(?!\d)", text) is not None
+
+
+NUMBER = re.compile(r"(?<![\w.])-?\d+\.(\d+)(?:[eE]([-+]?\d+))?(?![\d.])")
+
+
+def _quoted_values(text: str, values: list[float]) -> list[tuple[float, str]]:
+    """(value, number) for every decimal number in ``text`` that prints one of ``values``.
+
+    A number prints a value when it is the value rounded or cut to the number's own last
+    digit, with four significant digits at least: numpy's "-0.01065568", json's full
+    repr and "%.5f" all do; "0.00979" (three digits) once matched an unrelated metric.
+    """
+    found = []
+    for match in NUMBER.finditer(text):
+        number = match.group(0)
+        mantissa = number.split("e")[0].split("E")[0]
+        if len(mantissa.lstrip("-").replace(".", "").lstrip("0")) < 4:
+            continue
+        last_digit = 10.0 ** (-len(match.group(1)) + int(match.group(2) or 0))
+        x = float(number)
+        found += [(v, number) for v in values if abs(x - v) <= last_digit]
+    return found
+
+
 def leaks(text: str, outcomes: Outcomes) -> list[str]:
     """Every way ``text`` quotes a similarity, an embedding or an image of ``outcomes``."""
     found = []
     for similarity in outcomes.similarities:
         for form in [*_float_forms(similarity), f"{similarity:.2f}"]:
-            # Not a digit before or after: "0.78" must not match inside "10.785".
-            if re.search(rf"(?<![\d.]){re.escape(form)}(?!\d)", text):
+            if _quotes(text, form):
                 found.append(f"similarity {similarity!r} as {form!r}")
     for marker in outcomes.markers:
         for chunk in marker.needles.get(EMBEDDING, ()) + marker.needles.get(RAW, ()):
-            for value in np.frombuffer(chunk, dtype=np.float32)[:4]:
-                for form in _float_forms(float(value))[:3]:
-                    if form in text:
-                        found.append(f"{marker.name}: embedding value {float(value)!r} as {form!r}")
+            values = [float(v) for v in np.frombuffer(chunk, dtype=np.float32)[:4]]
+            for value, number in _quoted_values(text, values):
+                found.append(f"{marker.name}: embedding value {value!r} as {number!r}")
         start, _ = _entropy_coded(marker.encoded)
         # Three-aligned from the file's start, so it is also a substring of the whole file's base64.
         sample = marker.encoded[start - start % 3 :][:48]
@@ -861,6 +898,24 @@ def leaks(text: str, outcomes: Outcomes) -> list[str]:
         if form.lower() in text.lower():
             found.append(name)
     return found
+
+
+def test_the_leak_search_finds_each_kind_of_leak(markers: Markers):
+    """The search the log test relies on, against planted leaks of one real request."""
+    live = markers.live()
+    embedding = np.frombuffer(live.needles[EMBEDDING][0], dtype=np.float32)
+    outcomes = Outcomes(similarities=[0.6891615390777588], markers=[live])
+    planted = {
+        "similarity": "decision=MATCH score=0.689 threshold=0.6437",
+        "embedding, numpy print": f"vector: {np.array2string(embedding[:6], precision=8)}",
+        "embedding, json": json.dumps([float(v) for v in embedding[:3]]),
+        "image, base64": base64.b64encode(live.encoded).decode(),
+        "image, hex": live.encoded[:40].hex(),
+    }
+    for kind, text in planted.items():
+        assert leaks(text, outcomes), kind
+    # Numbers that only look alike are not leaks.
+    assert not leaks("latency_seconds_sum 10.68916 requests_total 6890.0 0.6891x", outcomes)
 
 
 def test_logs_errors_and_metrics_carry_no_biometric_data(
