@@ -280,7 +280,7 @@ class ChallengeRun:
                 CHALLENGE_TIMEOUT, f"'{step.step.challenge.value}' was not done within {step.window_ms} ms"
             )
         if nonce and nonce not in (step.step.nonce, self.previous_nonce):
-            return self._fail(NONCE_MISMATCH, "a frame answers a prompt this session did not send")
+            return self._fail(NONCE_MISMATCH, "a frame echoes a nonce that is neither the current prompt's nor the previous one's")
         if measures is None:
             if timestamp_ms - (self.last_face_ms or timestamp_ms) > self.settings.max_face_missing_ms:
                 return self._fail(FACE_LOST, "the face left the camera's view during the challenge")
