@@ -505,28 +505,48 @@ def assert_nothing_retained(server: ServerProcess, markers: list[Marker]) -> Non
 # --------------------------------------------------------------------------- memory: positive controls
 
 
+# Servers one control may start. What is left can depend on timing: the per-thread cache
+# keeps only chunks of at most 1032 bytes, and how the transport splits a message into
+# reads depends on load (on a loaded machine one server in several left no such chunk).
+# A measure that is needed only sometimes is still needed.
+CONTROL_ATTEMPTS = 3
+
+
 def test_positive_control_without_retention_measures_every_kind_of_needle_is_found(
     markers: Markers, tmp_path: Path
 ):
-    """Same server, same requests, with Scratch wiping, freed-memory overwriting and the arena-off profile undone."""
-    root = tmp_path / "control"
-    root.mkdir()
-    profile = control_profile(root)
-    control = start_server_process(
-        root, f'[hardware]\nprofile = "{profile}"\n', bootstrap(NO_WIPES, NO_PERTURB, NO_STARTUP_ENVIRONMENT)
-    )
-    try:
-        id_photo, live = markers.id_photo(), markers.live()
-        assert verify(control, id_photo.encoded, [live.encoded]).decision == pb.VerifyResponse.MATCH
-        hits = control.scan([id_photo, live])
-    finally:
-        control.stop()
-    report = needle_report(hits, [id_photo, live])
-    found = {h.kind for h in hits}
+    """Same server, same requests, with Scratch wiping, freed-memory overwriting and the arena-off profile undone.
+
+    Unwiped, freed memory may still be reused before the scan (once the 2 KiB normalised
+    embeddings were), so the control may start up to ``CONTROL_ATTEMPTS`` servers and
+    counts what any of them left.
+    """
+    found: set[str] = set()
+    holders: set[str] = set()
+    reports = []
+    for attempt in range(CONTROL_ATTEMPTS):
+        root = tmp_path / f"control{attempt}"
+        root.mkdir()
+        profile = control_profile(root)
+        control = start_server_process(
+            root, f'[hardware]\nprofile = "{profile}"\n', bootstrap(NO_WIPES, NO_PERTURB, NO_STARTUP_ENVIRONMENT)
+        )
+        try:
+            id_photo, live = markers.id_photo(), markers.live()
+            assert verify(control, id_photo.encoded, [live.encoded]).decision == pb.VerifyResponse.MATCH
+            hits = control.scan([id_photo, live])
+        finally:
+            control.stop()
+        reports.append(needle_report(hits, [id_photo, live]))
+        found |= {h.kind for h in hits}
+        holders |= {f"{h.marker} {h.kind}" for h in hits if h.kind in (ENCODED, PIXELS, ALIGNED)}
+        if found == set(CLASSES) and len(holders) == 6:
+            break
+    report = "\n".join(reports)
     # Every kind of needle is findable, the floats included: the server computed the very
     # bits this process computed, so absence on the hardened server means wiped, not missed.
     assert found == set(CLASSES), f"the search could not find {set(CLASSES) - found}:\n{report}"
-    assert {h.marker for h in hits if h.kind in (ENCODED, PIXELS, ALIGNED)} == {id_photo.name, live.name}, report
+    assert holders == {f"{m} {k}" for m in ("id photo", "live photo") for k in (ENCODED, PIXELS, ALIGNED)}, report
 
 
 @dataclass(frozen=True)
@@ -551,13 +571,6 @@ ABLATIONS = {
     # The end of the last message, in the connection's read buffer.
     "idle connections closed": Ablation((CONNECTIONS_KEPT,), "match", ENCODED, connection_closes=False),
 }
-
-
-# Servers one control may start. What is left can depend on timing: the per-thread cache
-# keeps only chunks of at most 1032 bytes, and how the transport splits a message into
-# reads depends on load (on a loaded machine one server in several left no such chunk).
-# A measure that is needed only sometimes is still needed.
-CONTROL_ATTEMPTS = 3
 
 
 @pytest.mark.parametrize("measure", list(ABLATIONS))
