@@ -177,13 +177,14 @@ class KioskServer:
         verifier: VerifierSlot,
         settings: Settings,
         metrics: ServiceMetrics,
+        metrics_listener: Listener | None,
     ):
         self.grpc_server = server
         self.health = health_servicer
         self._verifier = verifier
         self._settings = settings
         self.metrics = metrics
-        self._metrics_listener = _metrics_listener(settings)
+        self._metrics_listener = metrics_listener
         # The bound metrics port once started; 0 while metrics are off.
         self.metrics_port = 0
 
@@ -227,7 +228,8 @@ def build_server(
     until ``ready()``. ``audit`` stays owned by the caller.
     """
     listeners = _check_service_settings(settings)
-    _metrics_listener(settings)  # a bad metrics address fails here, before anything is bound
+    # A bad metrics address fails here, before anything is bound.
+    metrics_listener = _metrics_listener(settings)
     # A vulnerable OpenCV, or one whose own decoder ceilings were never read, decodes nothing here.
     check_opencv()
     service = settings.service
@@ -269,7 +271,7 @@ def build_server(
     elif service.reflection:
         LOG.info("server reflection is off: TLS listeners are reachable from the network")
     ports = tuple(_bind(server, listener, credentials, socket_group) for listener in listeners)
-    kiosk_server = KioskServer(server, health_servicer, slot, settings, metrics)
+    kiosk_server = KioskServer(server, health_servicer, slot, settings, metrics, metrics_listener)
     if verifier is not None:
         kiosk_server.ready(verifier)
     return kiosk_server, ports
