@@ -8,12 +8,12 @@ live in; ``core_dumps_disabled`` needs both of ``kiosk.runtime.hardening``'s mea
 
 from __future__ import annotations
 
-import kiosk
-
+import functools
 import platform
 from dataclasses import dataclass
 from importlib import metadata
 
+import kiosk
 from kiosk.pipeline.types import OperatingPoint
 from kiosk.runtime.hardening import core_dumps_disabled, swap_active
 from kiosk.runtime.profile import read_board_model
@@ -65,6 +65,14 @@ def service_version() -> str:
 
 def runtime_versions() -> dict[str, str]:
     """Python and the installed versions of the libraries the pipeline runs on ("" if missing)."""
+    return dict(_runtime_versions())
+
+
+# Read once per process: each lookup scans sys.path for the distribution's metadata, and
+# the libraries this process has loaded do not change while it runs (a later upgrade on
+# disk is not what it runs until it restarts).
+@functools.cache
+def _runtime_versions() -> dict[str, str]:
     versions = {"python": platform.python_version()}
     for name, distribution in RUNTIME_DISTRIBUTIONS.items():
         try:
