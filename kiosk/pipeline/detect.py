@@ -23,7 +23,7 @@ import numpy as np
 import onnxruntime as ort
 
 from kiosk.errors import MultipleFaces, NoFace
-from kiosk.pipeline.tensors import to_input_tensor
+from kiosk.pipeline.tensors import run_model
 from kiosk.pipeline.types import BgrImage, Box, FaceDetection, ImageRole
 from kiosk.runtime.manifest import ModelEntry
 
@@ -49,11 +49,7 @@ class _Net:
         self.entry = entry
 
     def run(self, batch_bgr: np.ndarray) -> list[np.ndarray]:
-        tensor = to_input_tensor(batch_bgr, self.entry.input)
-        try:
-            return self.session.run(list(self.entry.outputs), {self.entry.input.name: tensor})
-        finally:
-            tensor.fill(0)
+        return run_model(self.session, self.entry, batch_bgr, list(self.entry.outputs))
 
 
 def pyramid_scales(height: int, width: int, min_face_px: float, factor: float) -> list[float]:

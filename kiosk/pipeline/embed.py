@@ -6,7 +6,7 @@ import numpy as np
 import onnxruntime as ort
 
 from kiosk.pipeline.compare import l2_normalise
-from kiosk.pipeline.tensors import to_input_tensor
+from kiosk.pipeline.tensors import run_model
 from kiosk.pipeline.types import AlignedFace, Embedding
 from kiosk.runtime.manifest import ModelEntry
 
@@ -18,11 +18,7 @@ class Embedder:
         self.output_name = entry.outputs[0]
 
     def embed(self, face: AlignedFace) -> Embedding:
-        tensor = to_input_tensor(face[np.newaxis], self.entry.input)
-        try:
-            (raw,) = self.session.run([self.output_name], {self.entry.input.name: tensor})
-        finally:
-            tensor.fill(0)
+        (raw,) = run_model(self.session, self.entry, face[np.newaxis], [self.output_name])
         embedding = l2_normalise(raw[0].astype(np.float32))
         raw.fill(0)
         return embedding

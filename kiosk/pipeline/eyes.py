@@ -20,7 +20,7 @@ import numpy as np
 import onnxruntime as ort
 
 from kiosk.pipeline.detect import crop_batch
-from kiosk.pipeline.tensors import softmax, to_input_tensor
+from kiosk.pipeline.tensors import run_model, softmax
 from kiosk.pipeline.types import BgrImage, EyeMeasure, EyeOpenness, FaceDetection, Landmarks5
 from kiosk.runtime.manifest import ModelEntry
 
@@ -54,15 +54,13 @@ class EyeStateModel:
 
     def openness(self, image: BgrImage, face: FaceDetection) -> EyeOpenness:
         patches = crop_batch(image, eye_patch_boxes(face.landmarks), self.patch_size)
-        tensor = to_input_tensor(patches, self.entry.input)
-        patches.fill(0)
         try:
-            (logits,) = self.session.run([self.output_name], {self.entry.input.name: tensor})
+            (logits,) = run_model(self.session, self.entry, patches, [self.output_name])
         finally:
-            tensor.fill(0)
+            patches.fill(0)
         p_open = softmax(logits)[:, OPEN_INDEX]
         return EyeOpenness(right=float(p_open[0]), left=float(p_open[1]), measure=EyeMeasure.EYE_MODEL)
 
     def warm_up(self) -> None:
         blank = np.zeros((2, self.patch_size, self.patch_size, 3), dtype=np.uint8)
-        self.session.run([self.output_name], {self.entry.input.name: to_input_tensor(blank, self.entry.input)})
+        run_model(self.session, self.entry, blank, [self.output_name])

@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
-from kiosk.pipeline.tensors import to_input_tensor
+from kiosk.pipeline.tensors import run_model
 from kiosk.pipeline.types import BgrImage, FaceDetection
 from kiosk.runtime.manifest import ModelEntry
 
@@ -74,17 +74,15 @@ class FaceMesh:
     def warm_up(self) -> None:
         """One inference on a blank crop, so the first live frame does not pay for initialisation."""
         blank = np.zeros((1, self.size, self.size, 3), dtype=np.uint8)
-        self.session.run([self.mesh_output], {self.entry.input.name: to_input_tensor(blank, self.entry.input)})
+        run_model(self.session, self.entry, blank, [self.mesh_output])
 
     def landmarks(self, image: BgrImage, detection: FaceDetection) -> FaceMeshResult:
         matrix = mesh_crop_matrix(detection, self.size)
         crop = cv2.warpAffine(image, matrix, (self.size, self.size), flags=cv2.INTER_LINEAR)
-        tensor = to_input_tensor(crop[np.newaxis], self.entry.input)
-        crop.fill(0)
         try:
-            mesh, score = self.session.run([self.mesh_output, self.score_output], {self.entry.input.name: tensor})
+            mesh, score = run_model(self.session, self.entry, crop[np.newaxis], [self.mesh_output, self.score_output])
         finally:
-            tensor.fill(0)
+            crop.fill(0)
         points = crop_points_to_image(mesh[0].reshape(MESH_POINT_COUNT, 3), matrix)
         mesh.fill(0)
         return FaceMeshResult(points, float(score[0, 0]))

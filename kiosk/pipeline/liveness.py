@@ -19,7 +19,7 @@ import numpy as np
 import onnxruntime as ort
 
 from kiosk.errors import Undecidable
-from kiosk.pipeline.tensors import softmax, to_input_tensor
+from kiosk.pipeline.tensors import run_model, softmax
 from kiosk.pipeline.types import BgrImage, Box, FaceDetection
 from kiosk.runtime.manifest import ModelEntry
 
@@ -74,14 +74,12 @@ class PassiveLiveness:
         # print from 0.992 to 0.999 and a phone replay from 0.948 to 0.977 on the spoof set.
         window = image[top : top + side, left : left + side]
         crop = cv2.resize(window, (self.size, self.size), interpolation=cv2.INTER_LINEAR)
-        tensor = to_input_tensor(crop[np.newaxis], self.entry.input)
-        crop.fill(0)
         try:
-            (logits,) = self.session.run([self.output_name], {self.entry.input.name: tensor})
+            (logits,) = run_model(self.session, self.entry, crop[np.newaxis], [self.output_name])
         finally:
-            tensor.fill(0)
+            crop.fill(0)
         return float(softmax(logits[0])[LIVE_INDEX])
 
     def warm_up(self) -> None:
         blank = np.zeros((1, self.size, self.size, 3), dtype=np.uint8)
-        self.session.run([self.output_name], {self.entry.input.name: to_input_tensor(blank, self.entry.input)})
+        run_model(self.session, self.entry, blank, [self.output_name])

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+import onnxruntime as ort
 
-from kiosk.runtime.manifest import InputSpec
+from kiosk.runtime.manifest import InputSpec, ModelEntry
 
 _LAYOUT_AXES = {
     # From (N, H, W, C) to the model's axis order.
@@ -35,6 +36,17 @@ def to_input_tensor(batch_bgr: np.ndarray, spec: InputSpec) -> np.ndarray:
         # The transposed copy is what the model gets; the caller wipes that one.
         tensor.fill(0)
     return laid_out
+
+
+def run_model(
+    session: ort.InferenceSession, entry: ModelEntry, batch_bgr: np.ndarray, outputs: list[str]
+) -> list[np.ndarray]:
+    """Run a model on a uint8 BGR batch; its input tensor is wiped before this returns, on error too."""
+    tensor = to_input_tensor(batch_bgr, entry.input)
+    try:
+        return session.run(outputs, {entry.input.name: tensor})
+    finally:
+        tensor.fill(0)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
