@@ -14,8 +14,6 @@ are read as closed with high confidence.
 
 from __future__ import annotations
 
-from typing import Protocol
-
 import numpy as np
 import onnxruntime as ort
 
@@ -27,12 +25,6 @@ from kiosk.runtime.manifest import ModelEntry
 EYE_PATCH_SCALE = 0.75
 # Output index of "open" after the softmax (manifest notes, models/README.md).
 OPEN_INDEX = 1
-
-
-class EyeOpennessSource(Protocol):
-    """Anything that reads how open a detected face's eyes are (the eye model, or a face mesh)."""
-
-    def openness(self, image: BgrImage, face: FaceDetection) -> EyeOpenness: ...
 
 
 def eye_patch_boxes(landmarks: Landmarks5) -> np.ndarray:
