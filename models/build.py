@@ -40,9 +40,8 @@ import tfjs_to_onnx
 import tflite_to_onnx
 from kiosk.pipeline.detect import MtcnnDetector
 from kiosk.pipeline.landmarks import FaceMesh
-from kiosk.pipeline.types import ImageRole
-from kiosk.runtime.manifest import InputSpec as RuntimeInput
 from kiosk.runtime.manifest import ModelEntry
+from kiosk.settings import from_mapping
 
 MODELS_DIR = Path(__file__).resolve().parent
 CACHE_DIR = MODELS_DIR / ".cache"
@@ -275,17 +274,7 @@ MESH_LEFT_EYE = [263, 249, 390, 373, 374, 380, 381, 382, 362, 398, 384, 385, 386
 
 def _runtime_session(built: "Built") -> tuple[ort.InferenceSession, ModelEntry]:
     """A built model as the service would load it (session + manifest entry)."""
-    spec = built.spec
-    entry = ModelEntry(
-        role=spec.role, file=spec.file, sha256=sha256(built.onnx_bytes), version=spec.tag,
-        source_package=spec.package.name, source_version=spec.package.version, source_path=spec.source_path,
-        source_sha256=built.source_sha256, licence=spec.package.licence, conversion=built.conversion,
-        input=RuntimeInput(
-            spec.input.name, tuple(spec.input.dims), spec.input.layout, spec.input.colour, spec.input.mean,
-            spec.input.std,
-        ),
-        outputs=tuple(o.name for o in spec.outputs), preprocessing=spec.preprocessing,
-    )
+    entry = from_mapping(ModelEntry, _manifest_table(built), where=f"manifest entry {built.spec.role}")
     return _session(built.onnx_bytes), entry
 
 
@@ -799,36 +788,42 @@ def manifest_toml(models: list[Built]) -> str:
         "# Schema: kiosk/runtime/manifest.py. Provenance and I/O details: models/README.md.",
     ]
     for built in models:
-        spec = built.spec
-        table = {
-            "role": spec.role,
-            "file": spec.file,
-            "sha256": sha256(built.onnx_bytes),
-            "version": f"{spec.tag}/{spec.package.name}@{spec.package.version}",
-            "source_package": spec.package.name,
-            "source_version": spec.package.version,
-            "source_path": spec.source_path,
-            "source_sha256": built.source_sha256,
-            "licence": spec.package.licence,
-            "conversion": built.conversion,
-            "preprocessing": spec.preprocessing,
-            "notes": spec.notes,
-            "outputs": [o.name for o in spec.outputs],
-        }
+        table = _manifest_table(built)
+        inp = table.pop("input")
         lines += ["", "[[model]]"]
         lines += [f"{key} = {_toml_value(value)}" for key, value in table.items() if value != ""]
-        inp = spec.input
         lines += ["", "[model.input]"]
-        for key, value in [
-            ("name", inp.name),
-            ("shape", inp.dims),
-            ("layout", inp.layout),
-            ("colour", inp.colour),
-            ("mean", inp.mean),
-            ("std", inp.std),
-        ]:
-            lines.append(f"{key} = {_toml_value(value)}")
+        lines += [f"{key} = {_toml_value(value)}" for key, value in inp.items()]
     return "\n".join(lines) + "\n"
+
+
+def _manifest_table(built: Built) -> dict:
+    """One model's manifest entry (kiosk/runtime/manifest.py ModelEntry) as a TOML table."""
+    spec = built.spec
+    inp = spec.input
+    return {
+        "role": spec.role,
+        "file": spec.file,
+        "sha256": sha256(built.onnx_bytes),
+        "version": f"{spec.tag}/{spec.package.name}@{spec.package.version}",
+        "source_package": spec.package.name,
+        "source_version": spec.package.version,
+        "source_path": spec.source_path,
+        "source_sha256": built.source_sha256,
+        "licence": spec.package.licence,
+        "conversion": built.conversion,
+        "preprocessing": spec.preprocessing,
+        "notes": spec.notes,
+        "outputs": [o.name for o in spec.outputs],
+        "input": {
+            "name": inp.name,
+            "shape": inp.dims,
+            "layout": inp.layout,
+            "colour": inp.colour,
+            "mean": inp.mean,
+            "std": inp.std,
+        },
+    }
 
 
 def build(out_dir: Path, faces: Path) -> dict[str, bytes]:
