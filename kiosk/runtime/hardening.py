@@ -10,6 +10,8 @@ Each measure closes a way for a photo or an embedding to outlive the request:
   ``/proc/PID/mem``, ``fd/`` and ``environ`` become readable by root only, and only root
   may ptrace it; processes of the service's own user (a debugger, a monitoring agent)
   lose that access. That is the point, so there is no setting to turn it off.
+* Swap would put heap pages on disk where no wipe reaches them. The service cannot
+  turn swap off (that is the operator's job); it says so at start-up.
 * glibc's ``free()`` leaves the bytes where they were until the memory is reused. With
   ``mallopt(M_PERTURB, byte)`` every ``free()`` that reaches glibc's bins overwrites the
   chunk first, so the copies that libraries make on the way (gRPC's receive buffers,
@@ -31,8 +33,6 @@ Each measure closes a way for a photo or an embedding to outlive the request:
 of the last two (``startup_environment``).
 
 The README's "Zero retention" section has the measurements behind each choice.
-* Swap would put heap pages on disk where no wipe reaches them. The service cannot
-  turn swap off (that is the operator's job); it says so at start-up.
 """
 
 from __future__ import annotations
