@@ -60,7 +60,7 @@ class _HardeningCollector(Collector):
         )
         yield GaugeMetricFamily(
             "kiosk_core_dumps_disabled",
-            "1 when the service cannot write core dumps (RLIMIT_CORE is 0)",
+            "1 when the service cannot write core dumps (RLIMIT_CORE is 0 and the process is not dumpable)",
             value=float(core_dumps_disabled()),
         )
 
