@@ -57,10 +57,20 @@ from kiosk.pipeline.verifier import ID_PHOTO_MARGIN, scaled_for_detection
 from kiosk.runtime.manifest import Manifest, load_manifest
 from kiosk.runtime.profile import HardwareProfile, OrtSettings, select_profile
 from kiosk.runtime.sessions import session_options
+from kiosk.settings import LimitSettings, QualitySettings
 
 REPO = Path(__file__).resolve().parent.parent
 MODELS_DIR = REPO / "models"
 DETECTOR_ROLES = ("mtcnn_pnet", "mtcnn_rnet", "mtcnn_onet")
+# The service's default image limits and face-size rules (kiosk/settings.py).
+_LIMITS = LimitSettings()
+LIMITS = ImageLimits(_LIMITS.max_image_bytes, _LIMITS.max_image_pixels, _LIMITS.max_image_side)
+QUALITY = QualitySettings()
+
+
+def min_face_px(image: BgrImage, floor_px: float, scale: float = 1.0) -> float:
+    """Smallest face searched for in ``image`` (as Verifier.min_face_px), times the detection scale."""
+    return max(floor_px, QUALITY.min_face_fraction * min(image.shape[:2])) * scale
 
 
 def faces_dir() -> Path:
@@ -156,8 +166,7 @@ class Bench:
         return Embedder(self.session("embedder", settings, models_dir, path, **extra), self.manifest.entry("embedder"))
 
     def live_min_face(self, image: BgrImage, scale: float = 1.0) -> float:
-        # As Verifier.min_face_px with the default min_face_fraction 0.1.
-        return max(self.profile.detector.min_face_px, 0.1 * min(image.shape[:2])) * scale
+        return min_face_px(image, self.profile.detector.min_face_px, scale)
 
     def pipeline_variants(self, detector: MtcnnDetector, embedder: Embedder | None = None) -> dict[str, Callable]:
         small, scale = scaled_for_detection(self.live, self.profile.detector.max_input_side)
@@ -173,16 +182,16 @@ class Bench:
 def prepare(profile_name: str) -> Bench:
     faces = faces_dir()
     photos = sorted((faces / "nuaa__s01").iterdir())
-    limits = ImageLimits(3 * 1024 * 1024, 12_000_000, 8192)
-    live = decode_image(photos[-1].read_bytes(), limits)
-    portrait = decode_image(photos[0].read_bytes(), limits)
+    live = decode_image(photos[-1].read_bytes(), LIMITS)
+    portrait = decode_image(photos[0].read_bytes(), LIMITS)
     # A card-like portrait: the first photo's face and shoulders at 250 px, as LFW and chip photos are.
     portrait = cv2.resize(portrait[40:440, 120:520], (250, 250), interpolation=cv2.INTER_AREA)
     margin = round(ID_PHOTO_MARGIN * 250)
     id_padded = cv2.copyMakeBorder(portrait, margin, margin, margin, margin, cv2.BORDER_REPLICATE)
     profile = select_profile(profile_name)
     manifest = load_manifest(MODELS_DIR / "manifest.toml")
-    bench = Bench(profile, manifest, live, id_padded, max(20.0, 25.0), np.empty(0), None)  # type: ignore[arg-type]
+    id_min_face = min_face_px(portrait, QUALITY.id_photo_min_face_px)
+    bench = Bench(profile, manifest, live, id_padded, id_min_face, np.empty(0), None)  # type: ignore[arg-type]
     detector = bench.detector(profile.onnxruntime)
     (face,) = detector.detect(live, bench.live_min_face(live))[:1]
     bench.live_face = face
@@ -319,11 +328,10 @@ def quantise(bench: Bench, role: str, out_dir: Path) -> Path:
     faces = faces_dir()
     photos = sorted(p for d in sorted(faces.glob("lfw__*"))[:40] for p in sorted(d.glob("*.jpg"))[:1])
     detector = bench.detector(bench.settings())
-    limits = ImageLimits(3 * 1024 * 1024, 12_000_000, 8192)
     thresholds = detector.thresholds
     samples: list[np.ndarray] = []
     for photo in photos:
-        image = decode_image(photo.read_bytes(), limits)
+        image = decode_image(photo.read_bytes(), LIMITS)
         proposals = detector._proposals(image, 40, thresholds)
         refined = detector._refine(image, proposals, thresholds) if len(proposals) else proposals
         if role == "mtcnn_pnet":
@@ -387,13 +395,12 @@ def _int8_agreement(detectors: dict[str, MtcnnDetector], embedders: dict[str, Em
     """How far the INT8 variants move what matters downstream, on 100 LFW photos (stderr)."""
     faces = faces_dir()
     photos = sorted(p for d in sorted(faces.glob("lfw__*"))[100:200] for p in sorted(d.glob("*.jpg"))[:1])
-    limits = ImageLimits(3 * 1024 * 1024, 12_000_000, 8192)
     reference = detectors["float32"]
     shifts: dict[str, list[float]] = {k: [] for k in detectors if k != "float32"}
     missed = dict.fromkeys(shifts, 0)
     cosines = []
     for photo in photos:
-        image = decode_image(photo.read_bytes(), limits)
+        image = decode_image(photo.read_bytes(), LIMITS)
         ref = reference.detect(image, 40)
         if not ref:
             continue
@@ -418,10 +425,10 @@ def _int8_agreement(detectors: dict[str, MtcnnDetector], embedders: dict[str, Em
 def exp_detector_size(bench: Bench, rounds: int, args) -> list[Row]:
     detector = bench.detector(bench.settings())
     variants = {}
-    for side, min_face in ((640, 40), (640, 48), (480, 48), (480, 64), (320, 48), (320, 64)):
+    for side, floor_px in ((640, 40), (640, 48), (480, 48), (480, 64), (320, 48), (320, 64)):
         small, scale = scaled_for_detection(bench.live, side)
-        floor = max(min_face, 0.1 * min(bench.live.shape[:2])) * scale
-        variants[f"side {side}, min face {min_face}"] = lambda s=small, f=floor: detector.detect(s, f)
+        floor = min_face_px(bench.live, floor_px, scale)
+        variants[f"side {side}, min face {floor_px}"] = lambda s=small, f=floor: detector.detect(s, f)
     return interleaved("detector-size:detect_live", variants, rounds)
 
 
