@@ -296,9 +296,8 @@ def _face_mesh_plausibility(model: bytes, built: dict[str, "Built"], faces: Path
         flags.append(result.face_score)
     if len(errors) < 12:
         raise BuildError(f"face mesh plausibility: MTCNN found only {len(errors)} of 24 LFW faces")
-    session = _session(model)
     patches = np.stack([cv2.cvtColor(cv2.resize(b, (192, 192)), cv2.COLOR_BGR2RGB) for b in _backgrounds(faces, 8)])
-    (background,) = session.run(["output_faceflag"], {"input_1": patches.astype(np.float32) / 255.0})
+    (background,) = mesh.session.run(["output_faceflag"], {"input_1": patches.astype(np.float32) / 255.0})
     where = f"{len(errors)} LFW faces, mesh eye centres vs MTCNN eye points"
     figures = [
         Figure(where, "output_mesh", float(np.median(errors)), MESH_EYE_MEDIAN_LIMIT, True,
