@@ -20,6 +20,8 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from hardware.hil.probes import parse_vmrss_kib
+
 REPO = Path(__file__).resolve().parent.parent.parent
 # Between health checks while the models load; small against a cold start of seconds.
 POLL_INTERVAL_S = 0.05
@@ -95,10 +97,10 @@ class LocalService:
 
     def rss_kib(self) -> int:
         """The service's resident set now (VmRSS)."""
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-        raise ServiceFailed("no VmRSS in /proc status")
+        rss = parse_vmrss_kib(Path(f"/proc/{self.pid}/status").read_text())
+        if rss is None:
+            raise ServiceFailed("no VmRSS in /proc status")
+        return rss
 
     def __exit__(self, *exc_info: object) -> None:
         if self._process is not None and self._process.poll() is None:
