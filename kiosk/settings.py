@@ -160,10 +160,6 @@ class QualityLimits:
     # closed with P(open) down to 0.002, so only near-certain readings count; 0 turns
     # the check (and the model call) off.
     min_eye_open_probability: float = 0.001
-    # Face-mesh eye aspect ratio (live sessions) below which an eye counts as closed;
-    # OPEN_EYES only when both are. Open eyes in webcam frames measure 0.21 and up and
-    # no shared photo has both below 0.13.
-    min_eye_aspect_ratio: float = 0.12
 
 
 def _id_photo_limits() -> "QualityLimits":
@@ -185,7 +181,6 @@ def _id_photo_limits() -> "QualityLimits":
         max_face_height_share=math.inf,
         min_box_inside_share=0.0,
         min_eye_open_probability=0.0,
-        min_eye_aspect_ratio=0.0,
     )
 
 

@@ -19,7 +19,7 @@ import onnxruntime as ort
 
 from kiosk.pipeline.detect import crop_batch
 from kiosk.pipeline.tensors import run_model, softmax
-from kiosk.pipeline.types import BgrImage, EyeMeasure, EyeOpenness, FaceDetection, Landmarks5
+from kiosk.pipeline.types import BgrImage, EyeOpenness, FaceDetection, Landmarks5
 from kiosk.runtime.manifest import ModelEntry
 
 EYE_PATCH_SCALE = 0.75
@@ -51,7 +51,7 @@ class EyeStateModel:
         finally:
             patches.fill(0)
         p_open = softmax(logits)[:, OPEN_INDEX]
-        return EyeOpenness(right=float(p_open[0]), left=float(p_open[1]), measure=EyeMeasure.EYE_MODEL)
+        return EyeOpenness(right=float(p_open[0]), left=float(p_open[1]))
 
     def warm_up(self) -> None:
         blank = np.zeros((2, self.patch_size, self.patch_size, 3), dtype=np.uint8)

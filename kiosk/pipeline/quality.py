@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from kiosk.pipeline.align import ARCFACE_TEMPLATE
-from kiosk.pipeline.types import AlignedFace, Box, EyeMeasure, EyeOpenness, Landmarks5, QualityFinding
+from kiosk.pipeline.types import AlignedFace, Box, EyeOpenness, Landmarks5, QualityFinding
 from kiosk.settings import QualityLimits
 
 MOVE_CLOSER = "MOVE_CLOSER"
@@ -131,14 +131,11 @@ def frame_checks(
 def eyes_check(eyes: EyeOpenness, limits: QualityLimits) -> QualityFinding:
     """OPEN_EYES only when *both* eyes read as closed: one eye can be hidden by hair or glare.
 
-    The value is the more open eye's figure, so the check names its measure.
+    The value is the more open eye's figure.
     """
-    if eyes.measure is EyeMeasure.EYE_MODEL:
-        name, limit = "eye_open_probability", limits.min_eye_open_probability
-    else:
-        name, limit = "eye_aspect_ratio", limits.min_eye_aspect_ratio
     more_open = max(eyes.right, eyes.left)
-    return _check(name, more_open, limit, more_open >= limit, OPEN_EYES)
+    limit = limits.min_eye_open_probability
+    return _check("eye_open_probability", more_open, limit, more_open >= limit, OPEN_EYES)
 
 
 def assess(

@@ -57,23 +57,13 @@ class QualityFinding:
     code: str = ""
 
 
-class EyeMeasure(enum.Enum):
-    """Where an eye-openness figure comes from; each has its own closed-eye limit."""
-
-    # fr_eye on a single photo: P(open) per eye, 0..1.
-    EYE_MODEL = "eye_model"
-    # Eye aspect ratio from the face mesh (live sessions): lid gap / eye width.
-    FACE_MESH = "face_mesh"
-
-
 @dataclass(frozen=True)
 class EyeOpenness:
-    """How open each eye of one face looks, by one measure (larger = more open)."""
+    """How open each eye of one face looks: fr_eye's P(open) per eye, 0..1."""
 
     # The subject's own right eye (the image-left one in an unmirrored frame) and left eye.
     right: float
     left: float
-    measure: EyeMeasure
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,6 @@ from kiosk.pipeline.liveness import PASSIVE_CHECK, PassiveLiveness, Presentation
 from kiosk.pipeline.types import (
     Box,
     Decision,
-    EyeMeasure,
     FaceDetection,
     LivenessOutcome,
     LivenessStatus,
@@ -107,7 +106,6 @@ def test_eye_state_feeds_two_grey_patches_scaled_to_0_1_and_reads_index_1_as_ope
     assert session.fed.max() == pytest.approx(1.0)
     # Patch 0 is the image-left eye (the subject's right): closed by its logits; patch 1 open.
     assert openness.right < 0.01 and openness.left > 0.99
-    assert openness.measure is EyeMeasure.EYE_MODEL
 
 
 def test_eye_patches_are_squares_of_0_75_inter_eye_distances_on_the_eye_points():

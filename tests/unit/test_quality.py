@@ -19,7 +19,7 @@ from kiosk.pipeline.quality import (
     pitch_ratio,
     yaw_ratio,
 )
-from kiosk.pipeline.types import Box, EyeMeasure, EyeOpenness
+from kiosk.pipeline.types import Box, EyeOpenness
 from kiosk.settings import QualityLimits, QualitySettings
 
 LIVE = QualityLimits()
@@ -90,17 +90,10 @@ def test_landmarks_outside_the_frame_fail_even_when_the_box_is_mostly_inside():
 
 
 def test_open_eyes_fails_only_when_both_eyes_read_closed():
-    assert not eyes_check(EyeOpenness(0.0001, 0.0002, EyeMeasure.EYE_MODEL), LIVE).passed
-    assert eyes_check(EyeOpenness(0.0001, 0.9, EyeMeasure.EYE_MODEL), LIVE).passed
-    closed = eyes_check(EyeOpenness(0.0001, 0.0002, EyeMeasure.EYE_MODEL), LIVE)
+    assert not eyes_check(EyeOpenness(0.0001, 0.0002), LIVE).passed
+    assert eyes_check(EyeOpenness(0.0001, 0.9), LIVE).passed
+    closed = eyes_check(EyeOpenness(0.0001, 0.0002), LIVE)
     assert (closed.check, closed.code, closed.value) == ("eye_open_probability", OPEN_EYES, 0.0002)
-
-
-def test_face_mesh_eye_aspect_ratio_has_its_own_limit():
-    # An open eye's aspect ratio (~0.25) is far below 1 but is no closed eye.
-    assert eyes_check(EyeOpenness(0.24, 0.26, EyeMeasure.FACE_MESH), LIVE).passed
-    shut = eyes_check(EyeOpenness(0.03, 0.04, EyeMeasure.FACE_MESH), LIVE)
-    assert (shut.check, shut.passed) == ("eye_aspect_ratio", False)
 
 
 def test_assess_runs_the_frame_and_eye_checks_only_when_given_what_they_need(textured):
@@ -113,7 +106,7 @@ def test_assess_runs_the_frame_and_eye_checks_only_when_given_what_they_need(tex
         LIVE,
         box=Box(250, 250, 110, 130),
         frame_size=(640, 480),
-        eyes=EyeOpenness(0.9, 0.8, EyeMeasure.EYE_MODEL),
+        eyes=EyeOpenness(0.9, 0.8),
     )
     assert {"box_inside_share", "landmarks_inside", "face_height_share", "eye_open_probability"} <= {
         f.check for f in full
