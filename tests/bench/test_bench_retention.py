@@ -2,11 +2,11 @@
 
 Every variant is a real ``python -m kiosk serve`` process (unix socket in a temporary
 directory, rate limit off, this machine's hardware profile) answering the same genuine
-pair; one ``benchmark(fn)`` per variant. The measures are undone in this benchmark's
-own code, never by a switch in the product: a bootstrap replaces the function that
-applies the measure before ``kiosk.cli.main`` runs (the re-exec of ``kiosk serve``
-runs the bootstrap again), and the arena variant gets a copy of the profile with
-``enable_cpu_mem_arena = true``.
+pair; one ``benchmark(fn)`` per variant. The measures are undone in test code
+(tests/integration/measures.py, shared with the retention tests), never by a switch
+in the product: a bootstrap replaces the function that applies the measure before
+``kiosk.cli.main`` runs (the re-exec of ``kiosk serve`` runs the bootstrap again), and
+the arena variant gets a copy of the profile with ``enable_cpu_mem_arena = true``.
 
 * ``hardened``: as shipped (the baseline every other figure is compared with);
 * ``hardened_twin``: a second hardened process: how far two identical servers differ,
@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import os
 import platform
-import signal
 import statistics
 import subprocess
 import sys
@@ -46,22 +45,24 @@ from pathlib import Path
 import grpc
 import onnxruntime
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from kiosk.runtime.profile import select_profile
-from kiosk.settings import Settings, bundled_profiles_dir
+from kiosk.settings import Settings
 from kiosk.v1 import kiosk_pb2 as pb
 from kiosk.v1 import kiosk_pb2_grpc
+from tests.integration.measures import (
+    NO_PERTURB,
+    NO_WIPES,
+    TCACHE_ON,
+    arena_on_profile,
+    bootstrap,
+    terminate,
+    wait_serving,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 ROUNDS = 30
 TIMEOUT = 120
-
-# Replacements run before `kiosk serve`, each undoing one measure.
-NO_PERTURB = "hardening.overwrite_freed_memory = lambda byte=0: False"
-# startup_environment then leaves GLIBC_TUNABLES alone (ONNX Runtime telemetry stays off).
-TCACHE_ON = "hardening.runs_on_glibc = lambda: False"
-NO_WIPES = "scratch.Scratch.wipe = lambda self: None"
 
 
 @dataclass(frozen=True)
@@ -83,11 +84,6 @@ VARIANTS = {
 }
 
 
-def bootstrap(patches: tuple[str, ...]) -> str:
-    lines = ["import sys", "from kiosk.pipeline import scratch", "from kiosk.runtime import hardening", *patches]
-    return "\n".join([*lines, "from kiosk.cli import main", "sys.exit(main(sys.argv[1:]))"])
-
-
 @dataclass
 class Server:
     address: str
@@ -95,18 +91,12 @@ class Server:
 
 
 def start(variant: Variant, folder: Path) -> Server:
-    profile = select_profile("auto")
     config = folder / "kiosk.toml"
     address = f"unix:{folder / 'kiosk.sock'}"
-    hardware = ""
-    if variant.arena:
-        text = (bundled_profiles_dir() / f"{profile.name}.toml").read_text()
-        arena_on = text.replace("enable_cpu_mem_arena = false", "enable_cpu_mem_arena = true")
-        (folder / "arena_on.toml").write_text(arena_on)
-        hardware = f'[hardware]\nprofile = "{folder / "arena_on.toml"}"\n'
+    hardware = f'[hardware]\nprofile = "{arena_on_profile(folder)}"\n' if variant.arena else ""
     # One client calling as fast as it can, on purpose: no rate limit.
     config.write_text(f'[service]\nlisten = ["{address}"]\nrate_limit_per_s = 0\n{hardware}')
-    command = ["-c", bootstrap(variant.patches)] if variant.patches else ["-m", "kiosk"]
+    command = ["-c", bootstrap(*variant.patches)] if variant.patches else ["-m", "kiosk"]
     env = {**os.environ, **dict(variant.env)}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH", "")]))
     with open(folder / "server.log", "wb") as log:
@@ -118,13 +108,7 @@ def start(variant: Variant, folder: Path) -> Server:
             stderr=log,
         )
     with grpc.insecure_channel(address) as channel:
-        try:
-            watch = health_pb2_grpc.HealthStub(channel).Watch(
-                health_pb2.HealthCheckRequest(service=""), timeout=TIMEOUT, wait_for_ready=True
-            )
-            next(r for r in watch if r.status == health_pb2.HealthCheckResponse.SERVING)
-            watch.cancel()
-        except grpc.RpcError:
+        if not wait_serving(channel, TIMEOUT):
             process.kill()
             process.wait()
             pytest.fail(f"kiosk serve did not start:\n{(folder / 'server.log').read_text()[-3000:]}")
@@ -138,12 +122,7 @@ def server(request) -> Iterator[tuple[str, Server]]:
         try:
             yield request.param, running
         finally:
-            running.process.send_signal(signal.SIGTERM)
-            try:
-                running.process.wait(timeout=TIMEOUT)
-            except subprocess.TimeoutExpired:
-                running.process.kill()
-                running.process.wait()
+            terminate(running.process, TIMEOUT)
 
 
 @pytest.fixture(scope="module")
@@ -202,7 +181,6 @@ def test_verify_on_a_new_connection_each_call(benchmark, request_message, pytest
     try:
         response = benchmark.pedantic(verify_on_new_channel, rounds=count, warmup_rounds=warmup)
     finally:
-        running.process.send_signal(signal.SIGTERM)
-        running.process.wait(timeout=TIMEOUT)
+        terminate(running.process, TIMEOUT)
     annotate(benchmark, "hardened_new_connection")
     assert response.decision == pb.VerifyResponse.MATCH

@@ -51,7 +51,6 @@ import cv2
 import grpc
 import numpy as np
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from kiosk.errors import Undecidable
 from kiosk.pipeline.align import align_face
@@ -60,10 +59,20 @@ from kiosk.pipeline.scratch import Scratch
 from kiosk.pipeline.tensors import to_input_tensor
 from kiosk.pipeline.types import ImageRole
 from kiosk.pipeline.verifier import Verifier
-from kiosk.runtime.profile import select_profile
-from kiosk.settings import Settings, bundled_profiles_dir
+from kiosk.settings import Settings
 from kiosk.v1 import kiosk_pb2 as pb
 from kiosk.v1 import kiosk_pb2_grpc
+from tests.integration.measures import (
+    CONNECTIONS_KEPT,
+    NO_PERTURB,
+    NO_STARTUP_ENVIRONMENT,
+    NO_WIPES,
+    TCACHE_ON,
+    arena_on_profile,
+    bootstrap,
+    terminate,
+    wait_serving,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 CONSENT_VERSION = Settings().consent.accepted_versions[0]
@@ -76,28 +85,6 @@ ALIGNED_ROWS = (40, 56, 72)  # eyes, nose and mouth rows of the 112x112 crop
 # Classes of needles, in the order reports list them.
 ENCODED, PIXELS, ALIGNED, RAW, EMBEDDING = "encoded", "pixels", "aligned", "raw", "embedding"
 CLASSES = (ENCODED, PIXELS, ALIGNED, RAW, EMBEDDING)
-# Each undoes one retention measure in a server started with ``bootstrap``: test code
-# only, the product has no switch for them.
-NO_WIPES = "scratch.Scratch.wipe = lambda self: None"
-NO_PERTURB = "hardening.overwrite_freed_memory = lambda byte=0: False"
-NO_STARTUP_ENVIRONMENT = "hardening.startup_environment = lambda environ: None"
-# startup_environment then leaves GLIBC_TUNABLES alone (ONNX Runtime telemetry stays off).
-TCACHE_ON = "hardening.runs_on_glibc = lambda: False"
-CONNECTIONS_KEPT = "app.CONNECTION_IDLE_MS = 2**31 - 1"
-
-
-def bootstrap(*patches: str) -> str:
-    """``python -c`` code that applies ``patches`` and runs `kiosk` (again after its re-exec)."""
-    lines = [
-        "import sys",
-        "from kiosk.pipeline import scratch",
-        "from kiosk.runtime import hardening",
-        "from kiosk.server import app",
-        *patches,
-        "from kiosk.cli import main",
-        "sys.exit(main(sys.argv[1:]))",
-    ]
-    return "\n".join(lines) + "\n"
 
 
 # --------------------------------------------------------------------------- markers and needles
@@ -365,13 +352,7 @@ class ServerProcess:
 
     def stop(self) -> None:
         self.channel.close()
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        terminate(self.process, TIMEOUT)
 
 
 def start_server_process(root: Path, config: str = "", bootstrap: str = "") -> ServerProcess:
@@ -412,15 +393,7 @@ def start_server_process(root: Path, config: str = "", bootstrap: str = "") -> S
         )
     channel = grpc.insecure_channel(address)
     server = ServerProcess(process, address, metrics_address, root, log_path, audit_path, key_path, channel)
-    try:
-        watch = health_pb2_grpc.HealthStub(channel).Watch(
-            health_pb2.HealthCheckRequest(service=""), timeout=TIMEOUT, wait_for_ready=True
-        )
-        for response in watch:
-            if response.status == health_pb2.HealthCheckResponse.SERVING:
-                break
-        watch.cancel()
-    except grpc.RpcError:
+    if not wait_serving(channel, TIMEOUT):
         server.stop()
         pytest.fail(f"kiosk serve did not reach SERVING:\n{server.log()[-4000:]}")
     return server
@@ -446,16 +419,6 @@ def impatient_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serve
     running = start_server_process(tmp_path_factory.mktemp("impatient"), config)
     yield running
     running.stop()
-
-
-def control_profile(directory: Path) -> Path:
-    """This machine's hardware profile with ONNX Runtime's CPU arena switched back on."""
-    profile = select_profile("auto")
-    text = (bundled_profiles_dir() / f"{profile.name}.toml").read_text()
-    assert "enable_cpu_mem_arena = false" in text
-    path = directory / "arena_on.toml"
-    path.write_text(text.replace("enable_cpu_mem_arena = false", "enable_cpu_mem_arena = true"))
-    return path
 
 
 # --------------------------------------------------------------------------- requests
@@ -527,7 +490,7 @@ def test_positive_control_without_retention_measures_every_kind_of_needle_is_fou
     for attempt in range(CONTROL_ATTEMPTS):
         root = tmp_path / f"control{attempt}"
         root.mkdir()
-        profile = control_profile(root)
+        profile = arena_on_profile(root)
         control = start_server_process(
             root, f'[hardware]\nprofile = "{profile}"\n', bootstrap(NO_WIPES, NO_PERTURB, NO_STARTUP_ENVIRONMENT)
         )
@@ -577,7 +540,7 @@ ABLATIONS = {
 def test_positive_control_each_measure_alone_is_needed(measure: str, markers: Markers, tmp_path: Path):
     """With only this measure undone, the scan finds the bytes it is there to remove."""
     ablation = ABLATIONS[measure]
-    config = f'[hardware]\nprofile = "{control_profile(tmp_path)}"\n' if ablation.arena else ""
+    config = f'[hardware]\nprofile = "{arena_on_profile(tmp_path)}"\n' if ablation.arena else ""
     code = bootstrap(*ablation.patches) if ablation.patches else ""
     reports = []
     for attempt in range(CONTROL_ATTEMPTS):

@@ -1,0 +1,79 @@
+"""Zero-retention measures undone in test code, and starting and stopping a `kiosk serve` subprocess.
+
+Shared by the retention tests (test_retention.py) and the benchmark of what each
+measure costs (tests/bench/test_bench_retention.py), so both undo a measure the same
+way. The product has no switch for any of this: a server started with ``bootstrap``
+replaces the function that applies a measure before ``kiosk.cli.main`` runs (and again
+after its re-exec), and ``arena_on_profile`` writes a copy of this machine's hardware
+profile with ONNX Runtime's CPU arena switched back on.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from kiosk.runtime.profile import select_profile
+from kiosk.settings import bundled_profiles_dir
+
+# Each undoes one retention measure in a server started with ``bootstrap``.
+NO_WIPES = "scratch.Scratch.wipe = lambda self: None"
+NO_PERTURB = "hardening.overwrite_freed_memory = lambda byte=0: False"
+NO_STARTUP_ENVIRONMENT = "hardening.startup_environment = lambda environ: None"
+# startup_environment then leaves GLIBC_TUNABLES alone (ONNX Runtime telemetry stays off).
+TCACHE_ON = "hardening.runs_on_glibc = lambda: False"
+CONNECTIONS_KEPT = "app.CONNECTION_IDLE_MS = 2**31 - 1"
+
+
+def bootstrap(*patches: str) -> str:
+    """``python -c`` code that applies ``patches`` and runs `kiosk` (again after its re-exec)."""
+    lines = [
+        "import sys",
+        "from kiosk.pipeline import scratch",
+        "from kiosk.runtime import hardening",
+        "from kiosk.server import app",
+        *patches,
+        "from kiosk.cli import main",
+        "sys.exit(main(sys.argv[1:]))",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def arena_on_profile(directory: Path) -> Path:
+    """This machine's hardware profile with ONNX Runtime's CPU arena switched back on."""
+    profile = select_profile("auto")
+    text = (bundled_profiles_dir() / f"{profile.name}.toml").read_text()
+    assert "enable_cpu_mem_arena = false" in text
+    path = directory / "arena_on.toml"
+    path.write_text(text.replace("enable_cpu_mem_arena = false", "enable_cpu_mem_arena = true"))
+    return path
+
+
+def wait_serving(channel: grpc.Channel, timeout: float) -> bool:
+    """Watch the health of "" until SERVING; False if the watch fails (exit, ``timeout``) or ends first."""
+    try:
+        watch = health_pb2_grpc.HealthStub(channel).Watch(
+            health_pb2.HealthCheckRequest(service=""), timeout=timeout, wait_for_ready=True
+        )
+        for response in watch:
+            if response.status == health_pb2.HealthCheckResponse.SERVING:
+                watch.cancel()
+                return True
+    except grpc.RpcError:
+        pass
+    return False
+
+
+def terminate(process: subprocess.Popen, timeout: float) -> None:
+    """SIGTERM and wait up to ``timeout``, then kill."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
