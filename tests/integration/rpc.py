@@ -1,4 +1,4 @@
-"""Request builders, settings and a `kiosk serve` subprocess, shared by the hostile-input, fault and load tests.
+"""Request builders, settings and a `kiosk serve` subprocess, shared by the hostile-input, fault, load, ops and server tests.
 
 Kept apart from test_server.py so these suites do not depend on another test module.
 """
@@ -13,6 +13,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,6 +83,32 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@contextmanager
+def kiosk_subprocess(*args: str) -> Iterator[subprocess.Popen]:
+    """``python -m kiosk *args`` from the checkout, stdout and stderr piped as text; killed if still running after."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "kiosk", *args],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+
+
+def sigterm_and_wait(process: subprocess.Popen) -> str:
+    """SIGTERM, then wait for the exit; what the process wrote to stderr (its log)."""
+    process.send_signal(signal.SIGTERM)
+    _, log = process.communicate(timeout=TIMEOUT)
+    return log
 
 
 def serve_config(directory: Path, port: int, extra: str = "") -> Path:

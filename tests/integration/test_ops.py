@@ -13,7 +13,6 @@ import json
 import math
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -36,6 +35,7 @@ from kiosk.server.calls import Consent
 from kiosk.server.info import core_dumps_disabled, swap_active
 from kiosk.settings import LivenessChallengeSettings, MetricsSettings, ServiceSettings, Settings, load_settings
 from kiosk.v1 import kiosk_pb2 as pb
+from tests.integration.rpc import kiosk_subprocess, sigterm_and_wait
 
 REPO = Path(__file__).resolve().parents[2]
 UNIT = REPO / "hardware" / "systemd" / "kiosk.service"
@@ -364,17 +364,9 @@ def test_server_logs_are_json_lines_without_scores(tmp_path, photos):
         f'[audit]\npath = "{tmp_path / "audit.jsonl"}"\nkey_file = "{key}"\n'
         '[metrics]\nlisten = "127.0.0.1:0"\n'
     )
-    process = subprocess.Popen(
-        [sys.executable, "-m", "kiosk", "--config", str(config), "serve"],
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
     address = f"unix:{socket}"
     consent = Consent(True, CONSENT_VERSION)
-    try:
+    with kiosk_subprocess("--config", str(config), "serve") as process:
         assert cli.main(["health", "--wait", str(TIMEOUT), address]) == 0
         with KioskClient(address, timeout=TIMEOUT) as client:
             verification = client.verify(
@@ -383,12 +375,7 @@ def test_server_logs_are_json_lines_without_scores(tmp_path, photos):
             with pytest.raises(RemoteError):
                 client.verify(photos.scorsese[0].read_bytes(), [b""], consent=consent, request_id="log-2")
             client.info()
-        process.send_signal(signal.SIGTERM)
-        _, log = process.communicate(timeout=TIMEOUT)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
+        log = sigterm_and_wait(process)
     assert process.returncode == 0, log
 
     lines = [json.loads(line) for line in log.splitlines()]

@@ -9,13 +9,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import queue
-import signal
-import socket
 import stat
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -34,8 +29,8 @@ from kiosk.server.app import build_server
 from kiosk.server.calls import Consent
 from kiosk.settings import LivenessChallengeSettings, ServiceSettings, Settings, TlsSettings
 from kiosk.v1 import kiosk_pb2 as pb
+from tests.integration.rpc import free_port, kiosk_subprocess, sigterm_and_wait
 
-REPO = Path(__file__).resolve().parents[2]
 CONSENT_VERSION = Settings().consent.accepted_versions[0]
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -668,23 +663,9 @@ def test_cli_session_prints_guidance_then_the_decision(start_server, photos, cli
     assert json.loads("\n".join(out[3:]))["decision"] == "no_match"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_kiosk_serve_reaches_serving_and_exits_0_on_sigterm():
-    address = f"127.0.0.1:{_free_port()}"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "kiosk", "serve", "--listen", address],
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
+    address = f"127.0.0.1:{free_port()}"
+    with kiosk_subprocess("serve", "--listen", address) as process:
         with grpc.insecure_channel(address) as channel:
             watch = health_pb2_grpc.HealthStub(channel).Watch(
                 health_pb2.HealthCheckRequest(service=""), timeout=TIMEOUT, wait_for_ready=True
@@ -696,12 +677,7 @@ def test_kiosk_serve_reaches_serving_and_exits_0_on_sigterm():
                     break
             watch.cancel()
         assert statuses[-1] == SERVING
-        process.send_signal(signal.SIGTERM)
-        _, log = process.communicate(timeout=TIMEOUT)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
+        log = sigterm_and_wait(process)
 
     assert process.returncode == 0, log
     assert f"listening on {address}" in log
