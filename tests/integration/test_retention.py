@@ -37,7 +37,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -73,6 +72,7 @@ from tests.integration.measures import (
     terminate,
     wait_serving,
 )
+from tests.integration.rpc import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 CONSENT_VERSION = Settings().consent.accepted_versions[0]
@@ -297,12 +297,6 @@ def needle_report(hits: list[Hit], markers: list[Marker]) -> str:
 
 
 # --------------------------------------------------------------------------- server process
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def tree(root: Path) -> dict[str, tuple[int, int, bytes]]:

@@ -29,7 +29,7 @@ from kiosk.server.app import build_server
 from kiosk.server.calls import Consent
 from kiosk.settings import LivenessChallengeSettings, ServiceSettings, Settings, TlsSettings
 from kiosk.v1 import kiosk_pb2 as pb
-from tests.integration.rpc import free_port, kiosk_subprocess, sigterm_and_wait
+from tests.integration.rpc import free_port, frame_message, kiosk_subprocess, rpc_error, sigterm_and_wait
 
 CONSENT_VERSION = Settings().consent.accepted_versions[0]
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -64,19 +64,9 @@ def genuine_request(photos, **fields) -> pb.VerifyRequest:
     return verify_request(photos.scorsese[0].read_bytes(), [photos.scorsese[1].read_bytes()], **fields)
 
 
-def rpc_error(method, request, **kwargs) -> grpc.RpcError:
-    with pytest.raises(grpc.RpcError) as caught:
-        method(request, timeout=TIMEOUT, **kwargs)
-    return caught.value
-
-
 def start_message(id_photo: bytes, **fields) -> pb.SessionRequest:
     fields.setdefault("consent", consent())
     return pb.SessionRequest(start=pb.SessionStart(id_photo=id_photo, **fields))
-
-
-def frame_message(data: bytes, timestamp_ms: int) -> pb.SessionRequest:
-    return pb.SessionRequest(frame=pb.CameraFrame(encoded=data, timestamp_ms=timestamp_ms))
 
 
 class DelegatingVerifier:
