@@ -47,7 +47,6 @@ import onnxruntime
 import pytest
 
 from kiosk.runtime.profile import select_profile
-from kiosk.settings import Settings
 from kiosk.v1 import kiosk_pb2 as pb
 from kiosk.v1 import kiosk_pb2_grpc
 from tests.integration.measures import (
@@ -59,6 +58,7 @@ from tests.integration.measures import (
     terminate,
     wait_serving,
 )
+from tests.integration.rpc import verify_request
 
 REPO = Path(__file__).resolve().parents[2]
 ROUNDS = 30
@@ -128,14 +128,11 @@ def server(request) -> Iterator[tuple[str, Server]]:
 @pytest.fixture(scope="module")
 def request_message(faces: Path) -> pb.VerifyRequest:
     photos = sorted((faces / "lfw__Martin_Scorsese").glob("*.jpg"))
-    consent = pb.Consent(granted=True, text_version=Settings().consent.accepted_versions[0])
-    return pb.VerifyRequest(id_photo=photos[0].read_bytes(), live_photos=[photos[1].read_bytes()], consent=consent)
+    return verify_request(photos[0].read_bytes(), [photos[1].read_bytes()])
 
 
-def rounds(config: pytest.Config) -> tuple[int, int]:
-    """(rounds, warm-up rounds): ROUNDS under --benchmark-enable, one untimed call otherwise."""
-    # pyproject's addopts always pass --benchmark-disable; --benchmark-enable overrides it.
-    timed = bool(config.option.benchmark_enable) or not config.option.benchmark_disable
+def rounds(timed: bool) -> tuple[int, int]:
+    """(rounds, warm-up rounds): ROUNDS under --benchmark-enable (``timed``), one untimed call otherwise."""
     return (ROUNDS, 1) if timed else (1, 0)
 
 
@@ -156,9 +153,9 @@ def annotate(benchmark, variant: str) -> None:
         benchmark.extra_info["p95_ms"] = round(statistics.quantiles(data, n=20)[-1] * 1000, 1)
 
 
-def test_verify_with_measure_undone(benchmark, server, request_message, pytestconfig):
+def test_verify_with_measure_undone(benchmark, server, request_message, timed):
     variant, running = server
-    count, warmup = rounds(pytestconfig)
+    count, warmup = rounds(timed)
     with grpc.insecure_channel(running.address) as channel:
         verify = kiosk_pb2_grpc.KioskStub(channel).Verify
         response = benchmark.pedantic(
@@ -168,7 +165,7 @@ def test_verify_with_measure_undone(benchmark, server, request_message, pytestco
     assert response.decision == pb.VerifyResponse.MATCH
 
 
-def test_verify_on_a_new_connection_each_call(benchmark, request_message, pytestconfig, tmp_path):
+def test_verify_on_a_new_connection_each_call(benchmark, request_message, timed, tmp_path):
     """The hardened server, each call opening its own channel: the price of closing idle connections."""
     running = start(VARIANTS["hardened"], tmp_path)
 
@@ -177,7 +174,7 @@ def test_verify_on_a_new_connection_each_call(benchmark, request_message, pytest
         with grpc.insecure_channel(running.address, options=[("grpc.use_local_subchannel_pool", 1)]) as channel:
             return kiosk_pb2_grpc.KioskStub(channel).Verify(request_message, timeout=TIMEOUT)
 
-    count, warmup = rounds(pytestconfig)
+    count, warmup = rounds(timed)
     try:
         response = benchmark.pedantic(verify_on_new_channel, rounds=count, warmup_rounds=warmup)
     finally:
