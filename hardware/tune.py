@@ -53,7 +53,7 @@ from kiosk.pipeline.detect import MtcnnDetector, crop_batch, pyramid_scales
 from kiosk.pipeline.embed import Embedder
 from kiosk.pipeline.tensors import to_input_tensor
 from kiosk.pipeline.types import BgrImage, FaceDetection
-from kiosk.pipeline.verifier import ID_PHOTO_MARGIN, scaled_for_detection
+from kiosk.pipeline.subject import ID_PHOTO_MARGIN, scaled_for_detection
 from kiosk.runtime.manifest import Manifest, load_manifest
 from kiosk.runtime.profile import HardwareProfile, OrtSettings, select_profile
 from kiosk.runtime.sessions import session_options
@@ -69,7 +69,7 @@ QUALITY = QualitySettings()
 
 
 def min_face_px(image: BgrImage, floor_px: float, scale: float = 1.0) -> float:
-    """Smallest face searched for in ``image`` (as Verifier.min_face_px), times the detection scale."""
+    """Smallest face searched for in ``image`` (as SubjectRules.min_face_px), times the detection scale."""
     return max(floor_px, QUALITY.min_face_fraction * min(image.shape[:2])) * scale
 
 

@@ -167,6 +167,9 @@ class Calibration:
     auc: float
     eer: float
     operating_point: tuple[CalibratedPoint, ...] = field(default_factory=tuple)
+    # SHA-256 of the embedder's model file: thresholds hold only for the exact weights
+    # they were measured with, whatever its version string says.
+    embedder_sha256: str = ""
 
     def operating_point_for(self, target_fmr: float) -> OperatingPoint:
         for point in self.operating_point:
@@ -176,12 +179,23 @@ class Calibration:
         raise UnknownOperatingPoint(f"target FMR {target_fmr:g} is not calibrated; calibrated: {known}")
 
 
-def load_calibration(path: Path, embedder_version: str) -> Calibration:
+def load_calibration(path: Path, embedder_version: str, embedder_sha256: str | None = None) -> Calibration:
+    """The calibration at ``path``, refused unless it was measured with this embedder.
+
+    ``embedder_sha256`` (the loaded model file's hash) binds it to the exact weights; a
+    file without a hash is refused when one is given.
+    """
     calibration = load_toml(Calibration, path)
     if calibration.embedder != embedder_version:
         raise ConfigError(
             f"{path} was calibrated for embedder {calibration.embedder!r}, "
             f"but the manifest's embedder is {embedder_version!r}: run kiosk calibrate"
+        )
+    if embedder_sha256 is not None and calibration.embedder_sha256 != embedder_sha256:
+        raise ConfigError(
+            f"{path} was calibrated for the embedder file with SHA-256 {calibration.embedder_sha256 or '(none given)'}, "
+            f"but the selected embedder's file has SHA-256 {embedder_sha256}: "
+            "set models.calibration to that embedder's calibration, or run kiosk calibrate"
         )
     if not calibration.operating_point:
         raise ConfigError(f"{path} has no operating points")
@@ -192,6 +206,7 @@ def calibration_toml(calibration: Calibration) -> str:
     lines = [
         "# Written by `kiosk calibrate`; thresholds are cosine similarities (MATCH when similarity >= threshold).",
         f'embedder = "{calibration.embedder}"',
+        f'embedder_sha256 = "{calibration.embedder_sha256}"',
         f'pairs = "{calibration.pairs}"',
         f'created = "{calibration.created}"',
         f"auc = {calibration.auc:.6f}",

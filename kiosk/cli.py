@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from kiosk.errors import KioskError
-from kiosk.pipeline.types import Decision, Verification
+from kiosk.domain import Decision, Verification
 from kiosk.settings import Settings, load_settings
 
 EXIT_MATCH, EXIT_NO_MATCH, EXIT_UNDECIDED = 0, 1, 2
@@ -94,7 +94,7 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
     id_photo = _read_photo(args.id_photo)
     live_photos = [_read_photo(p) for p in args.live_photos]
     if args.server:
-        from kiosk.client import remote_verify
+        from kiosk.cli_remote import remote_verify
 
         verification = remote_verify(args, id_photo, live_photos)
     else:
@@ -105,7 +105,7 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_session(args: argparse.Namespace, settings: Settings) -> int:
-    from kiosk.client import run_session_command
+    from kiosk.cli_remote import run_session_command
 
     return run_session_command(args)
 
@@ -161,7 +161,10 @@ def _scored_pairs(args: argparse.Namespace, settings: Settings, pairs):
     from kiosk.evaluation import embed_images, score_pairs, wipe
     from kiosk.pipeline.verifier import Verifier
 
-    verifier = Verifier.load(settings, calibrated=not getattr(args, "uncalibrated", False))
+    # Only the models scoring pairs needs: no liveness, eye or mesh model.
+    verifier = Verifier.load(
+        settings, calibrated=not getattr(args, "uncalibrated", False), roles=("detector", "embedder")
+    )
     embeddings = embed_images(verifier, Path(args.root), [p.a for p in pairs] + [p.b for p in pairs], _progress)
     try:
         return verifier, score_pairs(pairs, embeddings)
@@ -223,6 +226,7 @@ def cmd_calibrate(args: argparse.Namespace, settings: Settings) -> int:
         print(f"operating point FMR {p.target_fmr:g}: threshold {p.threshold:.4f}, TAR {p.tar * 100:.1f} % ({p.note})")
     calibration = Calibration(
         embedder=verifier.model_versions["embedder"],
+        embedder_sha256=verifier.models.entries["embedder"].sha256,
         pairs=Path(args.pairs).name + (" + all cross-person impostor pairs within each subset" if args.all_impostors else ""),
         created=datetime.date.today().isoformat(),
         auc=report.auc,
@@ -248,7 +252,7 @@ def cmd_liveness_report(args: argparse.Namespace, settings: Settings) -> int:
     from kiosk.pipeline.verifier import Verifier
 
     root = Path(args.root)
-    verifier = Verifier.load(settings, calibrated=False)
+    verifier = Verifier.load(settings, calibrated=False, roles=("detector", "liveness"))
     shipped = None
     if args.threshold is None:
         shipped = load_liveness_calibration(

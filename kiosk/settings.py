@@ -17,6 +17,7 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kiosk.domain import Challenge
 from kiosk.errors import ConfigError
 
 
@@ -212,6 +213,16 @@ class ModelSettings:
     calibration: str = "calibration.toml"
     # Passive-liveness threshold and the attack/bona fide figures behind it, relative to models.dir.
     liveness: str = "liveness.toml"
+    # The manifest entry (by its file name) that fills each model role; "" = the entry
+    # with that role. An embedder needs a calibration of its own (models.calibration):
+    # e.g. embedder = "mobilefacenet_192.onnx" with calibration = "calibration_mobilefacenet_192.toml".
+    embedder: str = ""
+    # The passive-liveness model, chosen the same way (its threshold is models.liveness).
+    liveness_model: str = ""
+    # The eye-state model, chosen the same way.
+    eye_state: str = ""
+    # The face-mesh model of the liveness challenges, chosen the same way.
+    face_mesh: str = ""
 
     def resolved_dir(self) -> Path:
         return Path(self.dir) if self.dir else bundled_models_dir()
@@ -247,7 +258,9 @@ class MetricsSettings:
     listen: str = ""
 
 
-CHALLENGE_NAMES = ("blink", "turn_left", "turn_right", "open_mouth", "nod")
+# Every challenge the pipeline has a rule for (kiosk.pipeline.challenge.RULES, keyed by
+# this enum): a new challenge becomes allowed here by itself.
+CHALLENGE_NAMES = tuple(challenge.value for challenge in Challenge)
 
 
 @dataclass(frozen=True)

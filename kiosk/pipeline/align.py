@@ -1,4 +1,4 @@
-"""Five-point similarity alignment to the 112x112 ArcFace template.
+"""Five-point similarity alignment to the ArcFace template (112x112, scaled to the embedder's size).
 
 The embedder was trained on faces warped this way; any other crop costs accuracy
 (the source package's own 3-point crop measured EER 17 % against 5.3 % with this one).
@@ -53,8 +53,8 @@ def similarity_transform(source: Landmarks5, target: Landmarks5) -> Affine2x3:
     return matrix
 
 
-def align_face(image: BgrImage, landmarks: Landmarks5) -> AlignedFace:
-    matrix = similarity_transform(landmarks, ARCFACE_TEMPLATE)
-    return cv2.warpAffine(
-        image, matrix, (ALIGNED_SIZE, ALIGNED_SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
-    )
+def align_face(image: BgrImage, landmarks: Landmarks5, size: int = ALIGNED_SIZE) -> AlignedFace:
+    """The face warped onto the template, ``size`` pixels square (the embedder's input side)."""
+    template = ARCFACE_TEMPLATE if size == ALIGNED_SIZE else ARCFACE_TEMPLATE * np.float32(size / ALIGNED_SIZE)
+    matrix = similarity_transform(landmarks, template)
+    return cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)

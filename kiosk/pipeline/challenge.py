@@ -23,13 +23,13 @@ squashing a photo vertically cannot fake a blink.
 
 from __future__ import annotations
 
-import enum
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from kiosk.domain import Challenge, Prompt
 from kiosk.pipeline.landmarks import MeshPoints
 from kiosk.settings import LivenessChallengeSettings
 
@@ -45,23 +45,6 @@ NOSE_TIP = 1
 RIGHT_CHEEK, LEFT_CHEEK = 234, 454
 FOREHEAD, CHIN = 10, 152
 
-
-class Challenge(enum.Enum):
-    BLINK = "blink"
-    # Turn to the subject's own left / right.
-    TURN_LEFT = "turn_left"
-    TURN_RIGHT = "turn_right"
-    OPEN_MOUTH = "open_mouth"
-    NOD = "nod"
-
-
-PROMPT_MESSAGES = {
-    Challenge.BLINK: "Blink once",
-    Challenge.TURN_LEFT: "Turn your head to your left",
-    Challenge.TURN_RIGHT: "Turn your head to your right",
-    Challenge.OPEN_MOUTH: "Open your mouth",
-    Challenge.NOD: "Nod: tilt your head down, then back up",
-}
 
 # Stable names of the checks a session can fail on (LivenessOutcome.failed_check).
 CHALLENGE_TIMEOUT = "challenge_timeout"
@@ -192,21 +175,6 @@ class ChallengePlan:
 
 
 @dataclass(frozen=True)
-class Prompt:
-    """Ask for step ``step``; it must be done by frame time ``deadline_ms``."""
-
-    step: int
-    challenge: Challenge
-    nonce: str
-    deadline_ms: int
-    window_ms: int
-
-    @property
-    def message(self) -> str:
-        return PROMPT_MESSAGES[self.challenge]
-
-
-@dataclass(frozen=True)
 class StepPassed:
     step: int
     challenge: Challenge
@@ -240,7 +208,8 @@ class _Step:
         self.extreme_seen = False
 
     def prompt(self) -> Prompt:
-        return Prompt(self.index, self.step.challenge, self.step.nonce, self.deadline_ms, self.window_ms)
+        challenge = self.step.challenge
+        return Prompt(self.index, challenge, self.step.nonce, self.deadline_ms, self.window_ms, RULES[challenge].prompt)
 
 
 class ChallengeRun:
@@ -308,39 +277,21 @@ class ChallengeRun:
         return [self.failure]
 
     def _advance(self, step: _Step, timestamp_ms: int, m: FaceMeasures, answers_prompt: bool) -> list[ChallengeEvent]:
-        s, b = self.settings, self.baseline
-        d_yaw, d_pitch, d_mar = m.yaw - b.yaw, m.pitch - b.pitch, m.mar - b.mar
+        s = self.settings
+        motion = Motion.of(m, self.baseline, s)
         challenge = step.step.challenge
-        neutral = abs(d_yaw) <= s.neutral_yaw and abs(d_pitch) <= s.neutral_pitch and d_mar <= s.neutral_mar
-        eyes_open = m.ear >= s.blink_open_ratio * b.ear
         if not step.armed:
             # The action counts only from a neutral face after the prompt, so a pose held
             # from the previous step (or a replay already mid-action) cannot pass it, and
             # that pose is not taken for a wrong action either.
-            step.armed = neutral and eyes_open
+            step.armed = motion.neutral and motion.eyes_open
             return []
-        wrong = self._wrong_action(challenge, d_yaw, d_pitch, d_mar)
+        wrong = wrong_action(challenge, motion, s)
         if wrong is not None:
             return self._fail(WRONG_ACTION, f"asked to {challenge.value.replace('_', ' ')}, saw {wrong}")
         if not answers_prompt:
             return []
-        # Eye and mouth ratios only count on frames with the baseline's face shape: a
-        # photo squashed or tilted away changes the whole face's aspect, a blink does not.
-        same_shape = abs(m.aspect / b.aspect - 1.0) <= s.shape_tolerance if b.aspect > 0 else False
-        done = False
-        if challenge is Challenge.BLINK:
-            closed = max(m.left_ear, m.right_ear) <= s.blink_closed_ratio * b.ear
-            step.extreme_seen = step.extreme_seen or (closed and same_shape)
-            done = step.extreme_seen and eyes_open
-        elif challenge is Challenge.TURN_LEFT:
-            done = d_yaw >= s.turn_min_yaw
-        elif challenge is Challenge.TURN_RIGHT:
-            done = d_yaw <= -s.turn_min_yaw
-        elif challenge is Challenge.OPEN_MOUTH:
-            done = d_mar >= s.mouth_min_increase and same_shape
-        elif challenge is Challenge.NOD:
-            step.extreme_seen = step.extreme_seen or abs(d_pitch) >= s.nod_min_pitch
-            done = step.extreme_seen and abs(d_pitch) <= s.neutral_pitch
+        done = RULES[challenge].done(step, motion, s)
         if not done:
             return []
         events: list[ChallengeEvent] = [StepPassed(step.index, challenge)]
@@ -351,22 +302,123 @@ class ChallengeRun:
             events.append(self._start(step.index + 1, timestamp_ms))
         return events
 
-    def _wrong_action(self, challenge: Challenge, d_yaw: float, d_pitch: float, d_mar: float) -> str | None:
-        """A deliberate action other than the one asked for; a spontaneous blink never counts."""
-        s = self.settings
-        if challenge is not Challenge.TURN_LEFT and d_yaw >= s.turn_min_yaw:
-            return "a turn to the left"
-        if challenge is not Challenge.TURN_RIGHT and d_yaw <= -s.turn_min_yaw:
-            return "a turn to the right"
-        if challenge is not Challenge.OPEN_MOUTH and d_mar >= s.mouth_min_increase:
-            return "an open mouth"
-        # A head turned aside also tilts a little, and the outline frame skews with it:
-        # pitch is judged only while the face is turned no further than neutral.
-        face_on = abs(d_yaw) <= s.neutral_yaw
-        if challenge is not Challenge.NOD and face_on and abs(d_pitch) >= s.nod_min_pitch:
-            return "a nod"
-        return None
 
+# --------------------------------------------------------------------------- the challenges as data
+
+
+@dataclass(frozen=True)
+class Motion:
+    """One frame's measures against the person's baseline, as every challenge rule reads them."""
+
+    measures: FaceMeasures
+    baseline: Baseline
+    d_yaw: float
+    d_pitch: float
+    d_mar: float
+    # Neutral pose (within the neutral limits of yaw, pitch and mouth) and eyes open.
+    neutral: bool
+    eyes_open: bool
+    # Eye and mouth ratios only count on frames with the baseline's face shape: a photo
+    # squashed or tilted away changes the whole face's aspect, a blink does not.
+    same_shape: bool
+
+    @classmethod
+    def of(cls, m: FaceMeasures, b: Baseline, s: LivenessChallengeSettings) -> "Motion":
+        d_yaw, d_pitch, d_mar = m.yaw - b.yaw, m.pitch - b.pitch, m.mar - b.mar
+        return cls(
+            measures=m,
+            baseline=b,
+            d_yaw=d_yaw,
+            d_pitch=d_pitch,
+            d_mar=d_mar,
+            neutral=abs(d_yaw) <= s.neutral_yaw and abs(d_pitch) <= s.neutral_pitch and d_mar <= s.neutral_mar,
+            eyes_open=m.ear >= s.blink_open_ratio * b.ear,
+            same_shape=abs(m.aspect / b.aspect - 1.0) <= s.shape_tolerance if b.aspect > 0 else False,
+        )
+
+
+@dataclass(frozen=True)
+class ChallengeRule:
+    """One challenge: what to ask, when it is done, and what it looks like when not asked for.
+
+    Adding a challenge is one rule here and one value of the same name in ``Challenge``
+    (kiosk/domain.py) and in the proto's ``ChallengePrompt.Challenge``; settings, the plan
+    and the converters take it from there.
+    """
+
+    challenge: Challenge
+    # What the kiosk shows the person.
+    prompt: str
+    # Whether this frame completes the step; may record progress on the step (a closed eye seen).
+    done: Callable[[_Step, Motion, LivenessChallengeSettings], bool]
+    # This challenge's action seen while another one was asked for: a wrong action,
+    # described as ``deviation_text``. None: it never counts as one (a spontaneous blink).
+    deviation: Callable[[Motion, LivenessChallengeSettings], bool] | None = None
+    deviation_text: str = ""
+
+
+def _blink_done(step: _Step, motion: Motion, s: LivenessChallengeSettings) -> bool:
+    m, b = motion.measures, motion.baseline
+    closed = max(m.left_ear, m.right_ear) <= s.blink_closed_ratio * b.ear
+    step.extreme_seen = step.extreme_seen or (closed and motion.same_shape)
+    return step.extreme_seen and motion.eyes_open
+
+
+def _turned_left(motion: Motion, s: LivenessChallengeSettings) -> bool:
+    return motion.d_yaw >= s.turn_min_yaw
+
+
+def _turned_right(motion: Motion, s: LivenessChallengeSettings) -> bool:
+    return motion.d_yaw <= -s.turn_min_yaw
+
+
+def _mouth_opened(motion: Motion, s: LivenessChallengeSettings) -> bool:
+    return motion.d_mar >= s.mouth_min_increase
+
+
+def _nodded(motion: Motion, s: LivenessChallengeSettings) -> bool:
+    # A head turned aside also tilts a little, and the outline frame skews with it:
+    # pitch is judged only while the face is turned no further than neutral.
+    return abs(motion.d_yaw) <= s.neutral_yaw and abs(motion.d_pitch) >= s.nod_min_pitch
+
+
+def _nod_done(step: _Step, motion: Motion, s: LivenessChallengeSettings) -> bool:
+    step.extreme_seen = step.extreme_seen or abs(motion.d_pitch) >= s.nod_min_pitch
+    return step.extreme_seen and abs(motion.d_pitch) <= s.neutral_pitch
+
+
+RULES: dict[Challenge, ChallengeRule] = {
+    rule.challenge: rule
+    for rule in (
+        ChallengeRule(Challenge.BLINK, "Blink once", _blink_done),
+        ChallengeRule(
+            Challenge.TURN_LEFT, "Turn your head to your left",
+            lambda step, motion, s: _turned_left(motion, s), _turned_left, "a turn to the left",
+        ),
+        ChallengeRule(
+            Challenge.TURN_RIGHT, "Turn your head to your right",
+            lambda step, motion, s: _turned_right(motion, s), _turned_right, "a turn to the right",
+        ),
+        ChallengeRule(
+            Challenge.OPEN_MOUTH, "Open your mouth",
+            lambda step, motion, s: _mouth_opened(motion, s) and motion.same_shape, _mouth_opened, "an open mouth",
+        ),
+        ChallengeRule(Challenge.NOD, "Nod: tilt your head down, then back up", _nod_done, _nodded, "a nod"),
+    )
+}
+if set(RULES) != set(Challenge):
+    raise RuntimeError("every Challenge needs exactly one rule in kiosk.pipeline.challenge.RULES")
+
+# What a prompt says, per challenge (kept for callers that read the text by challenge).
+PROMPT_MESSAGES = {challenge: rule.prompt for challenge, rule in RULES.items()}
+
+
+def wrong_action(asked: Challenge, motion: Motion, s: LivenessChallengeSettings) -> str | None:
+    """A deliberate action other than the one asked for, described; a spontaneous blink never counts."""
+    for challenge, rule in RULES.items():
+        if challenge is not asked and rule.deviation is not None and rule.deviation(motion, s):
+            return rule.deviation_text
+    return None
 
 # --------------------------------------------------------------------------- frame timing
 

@@ -23,9 +23,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from kiosk.domain import Frame, FrameResult, Guidance  # noqa: F401 (re-exported: wire types)
 from kiosk.errors import InvalidRequest, MultipleFaces, Undecidable
-from kiosk.pipeline import quality
-from kiosk.pipeline.align import align_face
+from kiosk.pipeline.analysis import AnalysedFace, CaptureProblem, analyse_face, conclude, decide, decode_photo
 from kiosk.pipeline.challenge import (
     ChallengeFailed,
     ChallengePlan,
@@ -40,7 +40,7 @@ from kiosk.pipeline.compare import cosine_similarity, fuse_embeddings
 from kiosk.pipeline.decode import decode_image, decode_raw_frame
 from kiosk.pipeline.landmarks import FaceMesh
 from kiosk.pipeline.liveness import PASSIVE_CHECK, PresentationAttackSuspected
-from kiosk.pipeline.scratch import Scratch, StageTimer
+from kiosk.pipeline.scratch import Scratch, StageTimer, wipe_bytes
 from kiosk.pipeline.types import (
     BgrImage,
     Decision,
@@ -53,7 +53,7 @@ from kiosk.pipeline.types import (
     OperatingPoint,
     Verification,
 )
-from kiosk.pipeline.verifier import AnalysedFace, Verifier, decide
+from kiosk.pipeline.verifier import Verifier
 from kiosk.settings import LivenessChallengeSettings
 
 # Guidance codes for capture problems that are not quality findings.
@@ -89,36 +89,6 @@ def guidance_message(code: str) -> str:
 
 
 @dataclass(frozen=True)
-class Frame:
-    """One camera frame: encoded (``pixel_format`` "encoded") or raw "bgr" / "nv12"."""
-
-    data: bytes
-    timestamp_ms: int
-    pixel_format: str = "encoded"
-    width: int = 0
-    height: int = 0
-    # Nonce of the latest challenge prompt the kiosk had when it captured the frame.
-    challenge_nonce: str = ""
-
-
-@dataclass(frozen=True)
-class Guidance:
-    code: str
-    message: str
-
-
-@dataclass(frozen=True)
-class FrameResult:
-    """What one frame produced: guidance, a challenge prompt, and the decision when the session ends."""
-
-    frame_index: int
-    guidance: tuple[Guidance, ...]
-    finding: FaceFinding | None
-    verification: Verification | None = None
-    prompt: Prompt | None = None
-
-
-@dataclass(frozen=True)
 class SessionLimits:
     usable_frames_needed: int = 3
     max_frames: int = 300
@@ -147,7 +117,12 @@ class MeshMeasurer:
 
 
 class LiveSession:
-    """Use as ``with open_session(verifier, id_photo) as session: session.add_frame(frame)``."""
+    """Use as ``with open_session(verifier, id_photo) as session: session.add_frame(frame)``.
+
+    Holds only what it derives: the ID photo's embedding, the usable frames' embeddings
+    and the challenge state. Each photo or frame is decoded and analysed in a scratch of
+    its own, wiped before ``start`` or ``add_frame`` returns.
+    """
 
     def __init__(
         self,
@@ -158,14 +133,16 @@ class LiveSession:
         measurer: LandmarkMeasurer | None = None,
         plan: ChallengePlan | None = None,
     ):
-        self.verifier = verifier
+        self.models = verifier.models
+        self.rules = verifier.rules
         self.operating_point = operating_point
         self.limits = limits
         self.challenge_settings = challenges
+        # The embeddings the session keeps between frames; everything else is per frame.
         self.scratch = Scratch()
         self.timer = StageTimer()
         self.findings: list[FaceFinding] = []
-        self.reference: AnalysedFace | None = None
+        self.reference: Embedding | None = None
         self.live_embeddings: list[Embedding] = []
         self.frames_seen = 0
         self.last_timestamp_ms: int | None = None
@@ -179,10 +156,10 @@ class LiveSession:
         self.measurer: LandmarkMeasurer | None = None
         if challenges.enabled:
             if measurer is None:
-                if verifier.face_mesh is None:
+                if self.models.face_mesh is None:
                     raise InvalidRequest("liveness challenges need the face mesh model, which is not loaded")
-                measurer = MeshMeasurer(verifier.face_mesh)
-                self.model_versions["face_mesh"] = verifier.face_mesh.entry.version
+                measurer = MeshMeasurer(self.models.face_mesh)
+                self.model_versions["face_mesh"] = self.models.face_mesh.entry.version
             self.measurer = measurer
             self.challenge_run = ChallengeRun(plan or ChallengePlan.draw(challenges), challenges)
 
@@ -197,17 +174,28 @@ class LiveSession:
             return "the liveness challenges are not done"
         return f"{self.limits.usable_frames_needed} usable frames are needed"
 
-    def start(self, id_photo: bytes) -> Verification | None:
-        """Analyse the ID photo; returns a RETRY verification (session over) if it is unusable."""
-        try:
-            self.reference = self.verifier.analyse(
-                self.scratch, id_photo, ImageRole.ID_PHOTO, 0, self.findings, self.timer
-            )
-        except Undecidable as e:
-            self.verification = self._result(Decision.RETRY, e.reason, None, e.message)
+    def start(self, id_photo: bytes, *, wipe_payload: bool = False) -> Verification | None:
+        """Analyse the ID photo; returns a RETRY verification (session over) if it is unusable.
+
+        Only its embedding stays; with ``wipe_payload`` (the service, which owns the bytes)
+        the encoded photo is zeroed as soon as it is decoded.
+        """
+        with Scratch() as photo:
+            try:
+                image = decode_photo(id_photo, self.rules, photo, self.timer)
+            finally:
+                if wipe_payload:
+                    wipe_bytes(id_photo)
+            result = analyse_face(self.models, image, ImageRole.ID_PHOTO, self.rules, photo, self.timer, keep=self.scratch)
+        self.findings.append(result.finding)
+        if isinstance(result, CaptureProblem):
+            self.verification = self._result(Decision.RETRY, result.error.reason, None, result.error.message)
+        else:
+            self.reference = result.embedding
         return self.verification
 
-    def add_frame(self, frame: Frame) -> FrameResult:
+    def add_frame(self, frame: Frame, *, wipe_payload: bool = False) -> FrameResult:
+        """Analyse one frame; with ``wipe_payload`` its bytes are zeroed as soon as they are decoded."""
         if self.done:
             raise InvalidRequest("the session has already ended with a decision")
         if self.reference is None:
@@ -224,69 +212,59 @@ class LiveSession:
             timing = self.timing.problem(frame.timestamp_ms, gaps_matter=run.prompted)
             if timing is not None:
                 return self._liveness_failed(index, None, timing)
-        with self.timer.stage("decode"):
-            image = self.scratch.keep(self._decode(frame))
-        try:
-            return self._analyse(frame, index, image)
-        finally:
-            # Only the latest frame's pixels are needed; wipe them now rather than at session end.
-            image.fill(0)
-
-    def _analyse(self, frame: Frame, index: int, image: BgrImage) -> FrameResult:
-        run = self.challenge_run
-        with self.timer.stage("detect"):
+        # Only the latest frame's pixels are needed: its scratch is wiped before this returns.
+        with Scratch() as pixels:
             try:
-                face = self.verifier.subject_face(self.scratch, image, ImageRole.LIVE_FRAME)
-            except Undecidable as e:
-                self.findings.append(FaceFinding(ImageRole.LIVE_FRAME, index, face_found=False))
-                if run is not None and run.prompted and isinstance(e, MultipleFaces):
+                with self.timer.stage("decode"):
+                    image = pixels.keep(self._decode(frame))
+            finally:
+                if wipe_payload:
+                    wipe_bytes(frame.data)
+            result = analyse_face(
+                self.models,
+                image,
+                ImageRole.LIVE_FRAME,
+                self.rules,
+                pixels,
+                self.timer,
+                index=index,
+                # Usable frames are liveness-checked whenever the model is loaded.
+                passive_liveness=self.models.liveness is not None,
+                measure=self.measurer.measure if self.measurer is not None else None,
+                keep=self.scratch,
+            )
+        return self._after_analysis(frame, index, result)
+
+    def _after_analysis(self, frame: Frame, index: int, result: AnalysedFace | CaptureProblem) -> FrameResult:
+        run = self.challenge_run
+        self.findings.append(result.finding)
+        if isinstance(result, CaptureProblem):
+            error = result.error
+            if not result.finding.face_found:
+                if run is not None and run.prompted and isinstance(error, MultipleFaces):
                     failure = ChallengeFailed(MULTIPLE_FACES, "a second person came into view during the challenge")
                     return self._liveness_failed(index, None, failure)
-                guidance = self._guidance_for(e, None)
-                return self._after_challenge(frame, index, None, guidance, None)
-        with self.timer.stage("align"):
-            aligned = self.scratch.keep(align_face(image, face.landmarks))
-        with self.timer.stage("quality"):
-            # The full live-frame checks (face inside the frame, eyes open); a closed-eye
-            # frame during a blink challenge is simply not used for matching.
-            checks = self.verifier.assess_quality(image, face, aligned, ImageRole.LIVE_FRAME)
-        finding = FaceFinding(ImageRole.LIVE_FRAME, index, True, face.box, face.score, checks)
-        self.findings.append(finding)
-        usable = not quality.failed(checks)
-        measures = None
-        if self.measurer is not None:
-            with self.timer.stage("landmarks"):
-                measures = self.measurer.measure(image, face)
-        if usable and self.verifier.passive_liveness is not None:
-            with self.timer.stage("liveness"):
-                try:
-                    self.passive_scores.append(self.verifier.check_passive_liveness(image, face))
-                except PresentationAttackSuspected as e:
-                    aligned.fill(0)
-                    self.passive_scores.append(e.score)
-                    return self._liveness_failed(index, finding, ChallengeFailed(PASSIVE_CHECK, e.message))
-        if usable:
-            with self.timer.stage("embed"):
-                embedding = self.scratch.keep(self.verifier.embedder.embed(aligned))
-            aligned.fill(0)
-            if self.live_embeddings:
-                with self.timer.stage("compare"):
-                    same_person = cosine_similarity(self.live_embeddings[0], embedding)
-                if run is not None and same_person < self.challenge_settings.identity_min_similarity:
-                    failure = ChallengeFailed(
-                        IDENTITY_CHANGED, "the face in front of the camera changed during the session"
-                    )
-                    return self._liveness_failed(index, finding, failure)
-            self.live_embeddings.append(embedding)
-            guidance = (Guidance(GOOD_FRAME, guidance_message(GOOD_FRAME)),)
-        else:
-            aligned.fill(0)
-            guidance = self._guidance_for(None, finding)
-            if run is not None and not run.prompted:
-                # Baseline frames must be good, face-on frames: a turned or blurred face
-                # would shift the person's neutral measures.
-                measures = None
-        return self._after_challenge(frame, index, finding, guidance, measures)
+                return self._after_challenge(frame, index, None, self._guidance_for(error, None), None)
+            if isinstance(error, PresentationAttackSuspected):
+                self.passive_scores.append(error.score)
+                return self._liveness_failed(index, result.finding, ChallengeFailed(PASSIVE_CHECK, error.message))
+            # Unusable (e.g. eyes closed during a blink): not used for matching. Baseline
+            # frames must be good, face-on frames: a turned or blurred face would shift the
+            # person's neutral measures.
+            measures = result.measures if run is not None and run.prompted else None
+            return self._after_challenge(frame, index, result.finding, self._guidance_for(None, result.finding), measures)
+        if result.passive_score is not None:
+            self.passive_scores.append(result.passive_score)
+        embedding = result.embedding
+        if self.live_embeddings:
+            with self.timer.stage("compare"):
+                same_person = cosine_similarity(self.live_embeddings[0], embedding)
+            if run is not None and same_person < self.challenge_settings.identity_min_similarity:
+                failure = ChallengeFailed(IDENTITY_CHANGED, "the face in front of the camera changed during the session")
+                return self._liveness_failed(index, result.finding, failure)
+        self.live_embeddings.append(embedding)
+        guidance = (Guidance(GOOD_FRAME, guidance_message(GOOD_FRAME)),)
+        return self._after_challenge(frame, index, result.finding, guidance, result.measures)
 
     def _after_challenge(
         self,
@@ -319,8 +297,8 @@ class LiveSession:
         result = FrameResult(index, guidance, finding, None, prompt)
         return self._maybe_give_up(result)
 
-    def _decode(self, frame: Frame):
-        limits = self.verifier.image_limits
+    def _decode(self, frame: Frame) -> BgrImage:
+        limits = self.rules.image_limits
         if frame.pixel_format == "encoded":
             return decode_image(frame.data, limits)
         return decode_raw_frame(frame.data, frame.width, frame.height, frame.pixel_format, limits)
@@ -355,7 +333,7 @@ class LiveSession:
     def _decide(self) -> Verification:
         with self.timer.stage("compare"):
             probe = self.scratch.keep(fuse_embeddings(self.live_embeddings))
-            similarity = cosine_similarity(self.reference.embedding, probe)
+            similarity = cosine_similarity(self.reference, probe)
         outcome = LivenessOutcome()
         if self.challenge_run is not None or self.passive_scores:
             outcome = LivenessOutcome(
@@ -371,16 +349,9 @@ class LiveSession:
         message: str,
         liveness: LivenessOutcome | None = None,
     ) -> Verification:
-        return Verification(
-            decision=decision,
-            reason=reason,
-            similarity=similarity,
-            operating_point=self.operating_point,
-            findings=tuple(self.findings),
-            model_versions=dict(self.model_versions),
-            timings_ms=self.timer.as_dict(),
-            message=message,
-            liveness=liveness or LivenessOutcome(),
+        return conclude(
+            decision, reason, similarity, self.operating_point, self.findings, self.model_versions, self.timer,
+            message, liveness,
         )
 
     def close(self) -> None:
@@ -404,11 +375,13 @@ def open_session(
     challenges: LivenessChallengeSettings | None = None,
     measurer: LandmarkMeasurer | None = None,
     plan: ChallengePlan | None = None,
+    wipe_payload: bool = False,
 ) -> LiveSession:
     """A started session; if the ID photo is unusable, ``session.done`` is already true.
 
     ``challenges`` defaults to the verifier's settings. ``measurer`` and ``plan`` replace
-    the face-mesh measures and the random plan: only tests pass them.
+    the face-mesh measures and the random plan: only tests pass them. ``wipe_payload``
+    zeroes ``id_photo`` as soon as it is decoded (for a caller that owns the bytes alone).
     """
     session = LiveSession(
         verifier,
@@ -419,7 +392,7 @@ def open_session(
         plan,
     )
     try:
-        session.start(id_photo)
+        session.start(id_photo, wipe_payload=wipe_payload)
     except BaseException:
         session.close()
         raise

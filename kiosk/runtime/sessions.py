@@ -61,7 +61,11 @@ class SessionFactory:
         self._options = session_options(settings)
 
     def create(self, role: str) -> tuple[ort.InferenceSession, ModelEntry]:
-        entry = self.manifest.entry(role)
+        return self.session_for(self.manifest.entry(role))
+
+    def session_for(self, entry: ModelEntry) -> tuple[ort.InferenceSession, ModelEntry]:
+        """A session of ``entry``'s file, after its hash check."""
+        role = entry.role
         path = verified_model_path(self.models_dir, entry)
         try:
             session = ort.InferenceSession(

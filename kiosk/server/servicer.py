@@ -101,7 +101,7 @@ class KioskServicer(kiosk_pb2_grpc.KioskServicer):
                         # Only the latest frame is needed: its copy is zeroed before the next is read.
                         with Scratch() as payload:
                             payload.keep_payload(frame.data)
-                            result = session.add_frame(frame)
+                            result = session.add_frame(frame, wipe_payload=True)
                         deadline.check(f"analysing frame {result.frame_index}")
                         yield from convert.frame_events(result)
                     verification = session.verification
@@ -123,7 +123,11 @@ class KioskServicer(kiosk_pb2_grpc.KioskServicer):
             caller = self.policy.caller(client_identity(context), opening.meta)
             self.policy.admit(caller, opening.meta, verifier.model_versions)
             session = open_session(
-                verifier, opening.id_photo, opening.meta.target_fmr, challenges=self.settings.liveness_challenge
+                verifier,
+                opening.id_photo,
+                opening.meta.target_fmr,
+                challenges=self.settings.liveness_challenge,
+                wipe_payload=True,
             )
         return caller, opening.meta, session
 

@@ -17,7 +17,6 @@ What is real and what is scripted:
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import secrets
 from collections.abc import Iterable, Iterator
@@ -49,9 +48,7 @@ def verifier(verifier):
     test_a_moved_photo_is_refused_with_passive_liveness_on); it is tested by itself in
     test_liveness_pad.py.
     """
-    active_only = copy.copy(verifier)
-    active_only.passive_liveness = None
-    return active_only
+    return verifier.without("liveness")
 
 
 def read(path: Path) -> BgrImage:
