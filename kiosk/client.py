@@ -1,44 +1,41 @@
-"""Client of the kiosk gRPC service, and the CLI's remote commands.
+"""Client of the kiosk gRPC service.
 
 ``KioskClient`` speaks domain types: ``verify`` returns the same ``Verification`` the
 in-process pipeline does, so `kiosk verify --server` prints exactly what `kiosk
 verify` prints. TLS is used when a CA certificate is given (and mutual TLS when a
 client certificate and key are given too); otherwise the channel is plain, as the
 service allows only on loopback and unix sockets.
+
+A light library: it loads grpcio, protobuf, the generated ``kiosk.v1`` code and the
+standard-library modules of ``kiosk`` (``domain``, ``server.convert`` and its types),
+never numpy, OpenCV or ONNX Runtime, so a kiosk UI or a back office can use it without
+the inference stack (tests/integration/test_light_client.py holds this). The CLI's
+remote commands are in ``kiosk.cli_remote``.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
-import sys
 import threading
 import time
-import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from kiosk.cli import EXIT_UNDECIDED, print_verification
+from kiosk.domain import Frame, Verification
 from kiosk.errors import KioskError
-from kiosk.pipeline.session import Frame
-from kiosk.pipeline.types import Verification
 from kiosk.server import convert
 from kiosk.server.calls import (
     CallMeta,
     Consent,
-    DecisionEvent,
-    GuidanceEvent,
     PromptEvent,
     SessionOpening,
     SessionUpdate,
     VerifyCall,
 )
 from kiosk.server.info import ServiceInfo
-from kiosk.settings import ConsentSettings
 from kiosk.v1 import kiosk_pb2, kiosk_pb2_grpc
 
 
@@ -51,7 +48,7 @@ class RemoteError(KioskError):
         self.status_code = code.name
 
 
-def _read_file(path: str | Path, what: str) -> bytes:
+def read_file(path: str | Path, what: str) -> bytes:
     try:
         return Path(path).read_bytes()
     except OSError as e:
@@ -76,9 +73,9 @@ class KioskClient:
         self.timeout = timeout
         if ca is not None:
             credentials = grpc.ssl_channel_credentials(
-                root_certificates=_read_file(ca, "CA certificate"),
-                private_key=_read_file(key, "client key") if key is not None else None,
-                certificate_chain=_read_file(cert, "client certificate") if cert is not None else None,
+                root_certificates=read_file(ca, "CA certificate"),
+                private_key=read_file(key, "client key") if key is not None else None,
+                certificate_chain=read_file(cert, "client certificate") if cert is not None else None,
             )
             self._channel = grpc.secure_channel(address, credentials)
         elif cert is not None:
@@ -176,82 +173,3 @@ class KioskClient:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-
-# --------------------------------------------------------------------------- CLI
-
-
-def _client_from_args(args: argparse.Namespace) -> KioskClient:
-    return KioskClient(args.server, ca=args.ca, cert=args.cert, key=args.key, timeout=args.timeout)
-
-
-def _consent_from_args(args: argparse.Namespace) -> Consent:
-    # Running the command is the operator's statement that the person accepted this text.
-    return Consent(True, args.consent_version or ConsentSettings().accepted_versions[0])
-
-
-def remote_verify(args: argparse.Namespace, id_photo: bytes, live_photos: list[bytes]) -> Verification:
-    """`kiosk verify --server ADDR`: the same verification, computed by a running service."""
-    with _client_from_args(args) as client:
-        return client.verify(
-            id_photo,
-            live_photos,
-            consent=_consent_from_args(args),
-            target_fmr=args.target_fmr,
-            request_id=uuid.uuid4().hex,
-        )
-
-
-def _print_guidance(event: GuidanceEvent, as_json: bool) -> None:
-    if as_json:
-        items = [{"code": g.code, "message": g.message} for g in event.guidance]
-        print(json.dumps({"event": "guidance", "frame_index": event.frame_index, "guidance": items}), flush=True)
-    else:
-        text = "; ".join(f"{g.code}: {g.message}" for g in event.guidance)
-        print(f"frame {event.frame_index}: {text}", flush=True)
-
-
-def _print_prompt(event: PromptEvent, as_json: bool) -> None:
-    prompt = event.prompt
-    if as_json:
-        fields = {"step": prompt.step, "challenge": prompt.challenge.value, "deadline_ms": prompt.deadline_ms}
-        print(json.dumps({"event": "prompt", **fields, "message": prompt.message}), flush=True)
-    else:
-        print(f"challenge {prompt.step}: {prompt.message} (by {prompt.deadline_ms} ms)", flush=True)
-
-
-def run_session_command(args: argparse.Namespace) -> int:
-    """`kiosk session --server ADDR --id-photo F FRAME...`: stream frames, print guidance, then the decision."""
-    try:
-        if not args.server:
-            raise KioskError("kiosk session needs --server ADDR (host:port or unix:PATH)")
-        if not args.fps > 0:
-            raise KioskError(f"--fps must be positive, got {args.fps:g}")
-        id_photo = _read_file(args.id_photo, "ID photo")
-        frames = [
-            Frame(_read_file(path, "frame"), timestamp_ms=round(i * 1000.0 / args.fps))
-            for i, path in enumerate(args.frames)
-        ]
-        decision: Verification | None = None
-        with _client_from_args(args) as client:
-            updates = client.session(
-                id_photo,
-                frames,
-                args.fps,
-                consent=_consent_from_args(args),
-                target_fmr=args.target_fmr,
-                request_id=uuid.uuid4().hex,
-            )
-            for update in updates:
-                if isinstance(update, GuidanceEvent):
-                    _print_guidance(update, args.json)
-                elif isinstance(update, PromptEvent):
-                    _print_prompt(update, args.json)
-                elif isinstance(update, DecisionEvent):
-                    decision = update.verification
-        if decision is None:
-            raise KioskError("the server ended the session without a decision")
-        return print_verification(decision, args.json)
-    except KioskError as e:
-        print(f"kiosk: {e.message}", file=sys.stderr)
-        return EXIT_UNDECIDED

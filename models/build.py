@@ -32,6 +32,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import onnx
+import kiosk  # noqa: F401, I001  (turns ONNX Runtime telemetry off before it loads)
 import onnxruntime as ort
 from ai_edge_litert.interpreter import Interpreter
 

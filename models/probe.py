@@ -22,6 +22,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import kiosk  # noqa: F401, I001  (turns ONNX Runtime telemetry off before it loads)
 import onnxruntime as ort
 
 MODELS_DIR = Path(__file__).resolve().parent

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kiosk.pipeline.challenge import Prompt
-from kiosk.pipeline.session import Guidance
-from kiosk.pipeline.types import FaceFinding, Verification
+from kiosk.domain import FaceFinding, Guidance, Prompt, Verification
 
 
 @dataclass(frozen=True)

@@ -13,16 +13,19 @@ from __future__ import annotations
 import math
 
 from kiosk.errors import InvalidRequest, KioskError
-from kiosk.pipeline.challenge import Challenge, Prompt
-from kiosk.pipeline.session import Frame, FrameResult, Guidance
-from kiosk.pipeline.types import (
+from kiosk.domain import (
     Box,
+    Challenge,
     Decision,
     FaceFinding,
+    Frame,
+    FrameResult,
+    Guidance,
     ImageRole,
     LivenessOutcome,
     LivenessStatus,
     OperatingPoint,
+    Prompt,
     QualityFinding,
     Verification,
 )
@@ -53,13 +56,8 @@ _PIXEL_FORMATS = {"bgr": pb.RawImage.BGR, "nv12": pb.RawImage.NV12}
 _DECISIONS_FROM_PROTO = {v: k for k, v in _DECISIONS.items()}
 _ROLES_FROM_PROTO = {v: k for k, v in _ROLES.items()}
 _PIXEL_FORMATS_FROM_PROTO = {v: k for k, v in _PIXEL_FORMATS.items()}
-_CHALLENGES = {
-    Challenge.BLINK: pb.ChallengePrompt.BLINK,
-    Challenge.TURN_LEFT: pb.ChallengePrompt.TURN_LEFT,
-    Challenge.TURN_RIGHT: pb.ChallengePrompt.TURN_RIGHT,
-    Challenge.OPEN_MOUTH: pb.ChallengePrompt.OPEN_MOUTH,
-    Challenge.NOD: pb.ChallengePrompt.NOD,
-}
+# By name: a new challenge is a proto enum value of the same name, nothing here.
+_CHALLENGES = {challenge: pb.ChallengePrompt.Challenge.Value(challenge.name) for challenge in Challenge}
 _CHALLENGES_FROM_PROTO = {v: k for k, v in _CHALLENGES.items()}
 _LIVENESS = {
     LivenessStatus.NOT_PERFORMED: pb.LivenessOutcome.NOT_PERFORMED,
@@ -305,7 +303,7 @@ def _prompt_from_proto(message: pb.ChallengePrompt) -> Prompt:
     if challenge is None:
         raise KioskError("the server sent a challenge this client does not know")
     # The window is not on the wire: the deadline is what the kiosk needs.
-    return Prompt(message.step, challenge, message.nonce, message.deadline_ms, window_ms=0)
+    return Prompt(message.step, challenge, message.nonce, message.deadline_ms, window_ms=0, message=message.message)
 
 
 def decision_event(verification: Verification, request_id: str, audit_id: str) -> pb.SessionEvent:

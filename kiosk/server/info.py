@@ -12,13 +12,17 @@ import functools
 import platform
 from dataclasses import dataclass
 from importlib import metadata
+from typing import TYPE_CHECKING
 
 import kiosk
-from kiosk.pipeline.types import OperatingPoint
+from kiosk.domain import OperatingPoint
 from kiosk.runtime.hardening import core_dumps_disabled, swap_active
 from kiosk.runtime.profile import read_board_model
-from kiosk.pipeline.verifier import Verifier
 from kiosk.settings import Settings
+
+if TYPE_CHECKING:
+    # Only a type here: the client reads ServiceInfo without loading the pipeline.
+    from kiosk.pipeline.verifier import Verifier
 
 # Distributions whose versions GetInfo reports, by the name it reports them under.
 RUNTIME_DISTRIBUTIONS = {

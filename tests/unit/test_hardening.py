@@ -86,9 +86,11 @@ print(json.dumps({{**dataclasses.asdict(result), "core_dumps_disabled": hardenin
     assert result["freed_memory_overwritten"] is ON_GLIBC
     assert result["swap_active"]
     assert "WARNING swap is active" in child.stderr
-    # Started without `kiosk serve`'s environment: both are reported, not assumed.
-    assert not result["onnxruntime_telemetry_off"]
-    assert "ONNX Runtime telemetry is on" in child.stderr
+    # Started without `kiosk serve`'s environment: the state is reported, not assumed.
+    # Importing kiosk turns ONNX Runtime's telemetry off in-process (kiosk/__init__.py),
+    # so only the glibc cache, which must be set before the process starts, is still on.
+    assert result["onnxruntime_telemetry_off"]
+    assert "ONNX Runtime telemetry is on" not in child.stderr
     if ON_GLIBC:
         assert not result["small_chunk_cache_off"] and "per-thread cache is on" in child.stderr
 
