@@ -1,5 +1,8 @@
 """Regenerate the protobuf/gRPC Python code in ``kiosk/v1`` from ``proto/kiosk/v1/*.proto``.
 
+A copy of each .proto goes there too: it is package data of the wheel, for clients in
+other languages.
+
 Run from anywhere::
 
     python proto/generate.py
@@ -53,7 +56,12 @@ def generate(out_root: Path) -> list[Path]:
     ]
     if protoc.main(args) != 0:
         raise RuntimeError("protoc failed (see its messages above)")
-    return [out_root / PACKAGE_DIR / (p.stem + suffix) for p in protos for suffix in SUFFIXES]
+    # The .proto itself ships in the wheel beside the generated code (package data), so a
+    # kiosk UI in another language builds its client from the installed package.
+    for proto in protos:
+        shutil.copyfile(proto, out_root / PACKAGE_DIR / proto.name)
+    generated = [out_root / PACKAGE_DIR / (p.stem + suffix) for p in protos for suffix in SUFFIXES]
+    return generated + [out_root / PACKAGE_DIR / p.name for p in protos]
 
 
 def main() -> int:
