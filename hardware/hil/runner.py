@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from hardware.hil.corpus import Pair
 from hardware.hil.probes import LocalProbe, Sample
 from kiosk.client import KioskClient, RemoteError
-from kiosk.pipeline.session import Frame
+from kiosk.domain import Frame
 from kiosk.server.calls import Consent, DecisionEvent, FrameEvent
 from kiosk.server.info import ServiceInfo
 
