@@ -96,3 +96,15 @@ def test_the_expo_embedder_through_a_real_server(start_server, expo_verifier, ph
     assert match.model_versions["embedder"] == info.model_versions["embedder"] == expo_version
     assert match.operating_point in expo_verifier.operating_points
     assert set(info.operating_points) == set(expo_verifier.operating_points)
+
+
+def test_a_mismatched_calibration_stops_the_cli_with_one_line(tmp_path, photos, capsys):
+    from kiosk.cli import main
+
+    config = tmp_path / "kiosk.toml"
+    config.write_text(f'[models]\nembedder = "{EXPO_FILE}"\n')  # the default calibration is fr_feature's
+    code = main(["--config", str(config), "verify", str(photos.scorsese[0]), str(photos.scorsese[1])])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("kiosk: ") and err.count("\n") == 1
+    assert "calibrated for embedder 'fr-feature" in err and "mobilefacenet-192" in err
