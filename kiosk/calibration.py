@@ -193,7 +193,8 @@ def load_calibration(path: Path, embedder_version: str, embedder_sha256: str | N
         )
     if embedder_sha256 is not None and calibration.embedder_sha256 != embedder_sha256:
         raise ConfigError(
-            f"{path} was calibrated for the embedder file with SHA-256 {calibration.embedder_sha256 or '(none given)'}, "
+            f"{path} was calibrated for the embedder file with SHA-256 "
+            f"{calibration.embedder_sha256 or '(none given)'}, "
             f"but the selected embedder's file has SHA-256 {embedder_sha256}: "
             "set models.calibration to that embedder's calibration, or run kiosk calibrate"
         )

@@ -1,4 +1,4 @@
-"""The verification pipeline: one module per stage, run by ``verifier`` and ``session``.
+"""The verification pipeline: one module per stage; ``analysis`` runs them per face for ``verifier`` and ``session``.
 
 OpenCV reads its own decoder ceilings (``OPENCV_IO_MAX_IMAGE_*``) from the environment
 once, when the cv2 library is loaded, and ignores later changes. Python runs this file

@@ -186,7 +186,9 @@ class LiveSession:
             finally:
                 if wipe_payload:
                     wipe_bytes(id_photo)
-            result = analyse_face(self.models, image, ImageRole.ID_PHOTO, self.rules, photo, self.timer, keep=self.scratch)
+            result = analyse_face(
+                self.models, image, ImageRole.ID_PHOTO, self.rules, photo, self.timer, keep=self.scratch
+            )
         self.findings.append(result.finding)
         if isinstance(result, CaptureProblem):
             self.verification = self._result(Decision.RETRY, result.error.reason, None, result.error.message)
@@ -252,7 +254,8 @@ class LiveSession:
             # frames must be good, face-on frames: a turned or blurred face would shift the
             # person's neutral measures.
             measures = result.measures if run is not None and run.prompted else None
-            return self._after_challenge(frame, index, result.finding, self._guidance_for(None, result.finding), measures)
+            guidance = self._guidance_for(None, result.finding)
+            return self._after_challenge(frame, index, result.finding, guidance, measures)
         if result.passive_score is not None:
             self.passive_scores.append(result.passive_score)
         embedding = result.embedding
@@ -260,7 +263,9 @@ class LiveSession:
             with self.timer.stage("compare"):
                 same_person = cosine_similarity(self.live_embeddings[0], embedding)
             if run is not None and same_person < self.challenge_settings.identity_min_similarity:
-                failure = ChallengeFailed(IDENTITY_CHANGED, "the face in front of the camera changed during the session")
+                failure = ChallengeFailed(
+                    IDENTITY_CHANGED, "the face in front of the camera changed during the session"
+                )
                 return self._liveness_failed(index, result.finding, failure)
         self.live_embeddings.append(embedding)
         guidance = (Guidance(GOOD_FRAME, guidance_message(GOOD_FRAME)),)
