@@ -18,6 +18,7 @@ import pytest
 from kiosk.calibration import score_report
 from kiosk.errors import Undecidable
 from kiosk.evaluation import cross_person_impostors, embed_images, read_pairs, score_pairs, split_scores
+from kiosk.pipeline.analysis import CaptureProblem, analyse_face, decode_photo
 from kiosk.pipeline.compare import cosine_similarity, fuse_embeddings
 from kiosk.pipeline.decode import decode_image
 from kiosk.pipeline.scratch import Scratch
@@ -125,9 +126,10 @@ def degraded_scores(verifier, faces, pairs):
         for variant in results:
             chip = chip_photo(image, box, quality=30, grey=variant == "grey")
             with Scratch() as scratch:
-                try:
-                    reference = verifier.analyse(scratch, chip, ImageRole.ID_PHOTO, 0, [], _NullTimer())
-                except Undecidable:
+                timer = _NullTimer()
+                chip_image = decode_photo(chip, verifier.rules, scratch, timer)
+                reference = analyse_face(verifier.models, chip_image, ImageRole.ID_PHOTO, verifier.rules, scratch, timer)
+                if isinstance(reference, CaptureProblem):
                     results[variant].append((pair.same, None))
                     continue
                 b = live.get(pair.b)
