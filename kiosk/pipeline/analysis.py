@@ -124,7 +124,11 @@ def analyse_face(
         try:
             face = find_subject_face(models.detector, image, role, rules.subject, scratch)
         except Undecidable as e:
-            return CaptureProblem(FaceFinding(role, index, face_found=False), e)
+            # Without its traceback: the traceback's frames reach back (f_back) to the
+            # caller's, which holds this result, a cycle that would keep the whole call
+            # (the request message and its encoded photos) alive until the cyclic garbage
+            # collector runs (tests/integration/test_retention.py found them after a no-face Verify).
+            return CaptureProblem(FaceFinding(role, index, face_found=False), e.with_traceback(None))
     with timer.stage("align"):
         aligned = scratch.keep(align_face(image, face.landmarks, models.embedder.aligned_size))
     with timer.stage("quality"):

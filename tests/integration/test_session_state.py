@@ -52,3 +52,18 @@ def test_an_in_process_caller_keeps_its_bytes(verifier, photos):
         session.add_frame(frame)
         assert frame.data == data
     assert id_photo == original
+
+
+def test_a_capture_problem_holds_no_traceback(verifier, photos):
+    """A traceback would link the problem to its caller's frame (f_back): a cycle that keeps the
+    whole call, request message and encoded photos included, alive until the cyclic GC runs."""
+    from kiosk.domain import ImageRole
+    from kiosk.pipeline.analysis import CaptureProblem, analyse_face, decode_photo
+    from kiosk.pipeline.scratch import Scratch, StageTimer
+
+    with Scratch() as scratch:
+        timer = StageTimer()
+        image = decode_photo(photos.no_face, verifier.rules, scratch, timer)
+        result = analyse_face(verifier.models, image, ImageRole.LIVE_FRAME, verifier.rules, scratch, timer)
+    assert isinstance(result, CaptureProblem) and result.error.reason == "no_face_in_live_frame"
+    assert result.error.__traceback__ is None
