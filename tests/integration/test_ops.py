@@ -1,8 +1,8 @@
 """Operating a kiosk: install, systemd unit, health command, metrics, structured logs, fleet info.
 
 Real servers and real faces as in test_server.py. The install test builds the project
-into a fresh venv (no system site-packages) the way hardware/INSTALL.md does (non-editable, so the models and
-profiles must come from ``<venv>/share/kiosk``) and runs it from another directory;
+into a fresh venv (no system site-packages) the way hardware/INSTALL.md does
+(non-editable, so the models and profiles must come from ``<venv>/share/kiosk``) and runs it from another directory;
 it reads the shared photos in place and copies none of them.
 """
 
@@ -425,3 +425,127 @@ def test_get_info_tells_the_back_office_what_runs(kiosk, verifier):
     assert info.runtime_versions["onnxruntime"]
     assert info.calibration_created == verifier.calibration.created
     assert info.board_model == read_board_model()
+
+
+# --------------------------------------------------------------------------- calibrate / evaluate
+
+
+def _strict_json(text: str):
+    """json.loads that refuses Infinity and NaN, as JavaScript's JSON.parse does."""
+
+    def refuse(constant):
+        raise ValueError(f"not JSON: {constant}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+@pytest.fixture(scope="module")
+def pairs_folder(tmp_path_factory, faces) -> Path:
+    """A folder like the shared pairs_by_subset/: two small CSVs without a subset column.
+
+    The rows name photos under ``faces`` (read in place); nothing but paths is written.
+    """
+    folder = tmp_path_factory.mktemp("pairs")
+    for subset, rows in (("kpop", 5), ("lfw", 5)):
+        lines = (faces / "pairs_by_subset" / f"{subset}.csv").read_text().splitlines()
+        genuine = [line for line in lines[1:] if line.endswith(",1")][:rows]
+        impostor = [line for line in lines[1:] if line.endswith(",0")][:rows]
+        (folder / f"{subset}.csv").write_text("\n".join([lines[0], *genuine, *impostor]) + "\n")
+    return folder
+
+
+def _digest(path: Path) -> bytes:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).digest()
+
+
+def test_calibrate_never_touches_the_live_calibration_unless_asked(pairs_folder, faces, tmp_path, capsys):
+    live = Settings().models.resolved_dir() / Settings().models.calibration
+    before = _digest(live)
+    args = ["calibrate", "--pairs", str(pairs_folder), "--root", str(faces)]
+
+    # No destination: argparse refuses (exit 2) instead of defaulting to the live file.
+    with pytest.raises(SystemExit) as refused:
+        cli.main([*args, "--fmr", "0.05"])
+    assert refused.value.code == 2
+    assert "one of the arguments --out --install is required" in capsys.readouterr().err
+
+    # 20 listed impostor pairs cannot measure 1e-3: refused before any image is embedded.
+    out = tmp_path / "calibration.toml"
+    assert cli.main([*args, "--fmr", "1e-3", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "FMR 0.001 (needs >= 3000)" in err and "--force" in err
+    assert not out.exists()
+
+    # Enough impostors with every cross-person pair: written where asked, as JSON; each
+    # file's name became its rows' subset.
+    assert cli.main([*args, "--fmr", "0.05", "--all-impostors", "--out", str(out), "--json"]) == 0
+    result = _strict_json(capsys.readouterr().out)
+    assert result["out"] == str(out) and result["installed"] is False
+    assert {"all pairs", "kpop", "lfw"} <= set(result["reports"])
+    [point] = result["operating_points"]
+    assert point["target_fmr"] == 0.05 and point["impostor_pairs"] >= 60
+    import tomllib
+
+    shipped = tomllib.loads(out.read_text())
+    assert shipped["operating_point"][0]["threshold"] == point["threshold"]
+    assert _digest(live) == before
+
+    # --force writes the unmeasurable point, and says in the file that it is extrapolated.
+    assert cli.main([*args, "--fmr", "1e-3", "--out", str(out), "--force"]) == 0
+    assert "extrapolated, not measured" in out.read_text()
+    assert _digest(live) == before
+
+
+def test_evaluate_prints_figures_progress_json_and_a_plot(pairs_folder, faces, tmp_path, capsys):
+    args = ["evaluate", "--pairs", str(pairs_folder), "--root", str(faces)]
+    scores, plot = tmp_path / "scores.csv", tmp_path / "roc.png"
+    assert cli.main([*args, "--scores-out", str(scores), "--plot", str(plot)]) == 0
+    captured = capsys.readouterr()
+    # Not a terminal here: plain progress lines on stderr, figures on stdout.
+    assert "embedding: " in captured.err and " images (" in captured.err
+    for figure in ("AUC ", "EER ", "FAR 0.01: TAR ", "failure to enrol: "):
+        assert figure in captured.out, figure
+    assert scores.read_text().startswith("a,b,same,score\n")
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    assert cli.main([*args, "--json"]) == 0
+    result = _strict_json(capsys.readouterr().out)
+    assert result["pairs"] == 20 and result["pairs_scored"] + result["pairs_without_face"] == 20
+    assert 0 < result["report"]["auc"] <= 1 and result["images"] >= 20
+    assert result["failure_to_enrol_rate"] == result["images_without_face"] / result["images"]
+
+
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        (None, "no such pairs file"),
+        ("x,y\n1,2\n", "expected columns a,b,same"),
+        ("a,b,same\n", "no pairs"),
+        ("a,b,same\nlfw__Martin_Scorsese/none.jpg,lfw__Martin_Scorsese/none2.jpg,1\n", "cannot read "),
+        ("a,b,same\nonly-one-column\n", "line 2: expected two image paths"),
+    ],
+)
+def test_operator_commands_give_one_line_and_exit_2_on_bad_input(content, expected, faces, tmp_path, capsys):
+    pairs = tmp_path / "pairs.csv"
+    if content is not None:
+        pairs.write_text(content)
+    assert cli.main(["evaluate", "--pairs", str(pairs), "--root", str(faces)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("kiosk: ") and err.count("\n") == 1 and expected in err, err
+
+
+def test_calibrate_refuses_pairs_without_impostors(faces, tmp_path, capsys):
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text("a,b,same\nlfw__Martin_Scorsese/Martin_Scorsese_0002.jpg,lfw__Martin_Scorsese/Martin_Scorsese_0003.jpg,1\n")
+    args = ["calibrate", "--pairs", str(pairs), "--root", str(faces), "--fmr", "0.01", "--out", str(tmp_path / "c.toml")]
+    assert cli.main([*args, "--force"]) == 2
+    [err] = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("embedding: ")]
+    assert err.startswith("kiosk: ") and "0 impostor pairs with a usable face" in err, err
+
+
+def test_liveness_report_with_a_wrong_root_is_one_line(tmp_path, capsys):
+    assert cli.main(["liveness-report", "--root", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "spoof/labels.csv" in err, err
