@@ -47,6 +47,7 @@ from kiosk.server.observe import CallObserver
 from kiosk.server.policy import ServicePolicy
 from kiosk.server.ratelimit import RateLimiter
 from kiosk.server.servicer import KioskServicer, VerifierSlot
+from kiosk.server.startup import bind_failure, check_startup
 from kiosk.settings import Settings, TlsSettings
 from kiosk.v1 import kiosk_pb2, kiosk_pb2_grpc
 
@@ -303,12 +304,15 @@ def _bind(
             return server.add_secure_port(listener.spec, credentials)
         return server.add_insecure_port(listener.spec)
     except (RuntimeError, OSError) as e:
-        raise ConfigError(f"cannot listen on {listener.spec}: {e}") from None
+        reason = str(e) if listener.is_unix else bind_failure(listener.host, listener.port)
+        raise ConfigError(f"cannot listen on {listener.spec}: {reason}") from None
 
 
 def serve_forever(settings: Settings) -> int:
     """Run the service until SIGTERM or SIGINT, then shut down gracefully; returns the exit status."""
     logs.configure()
+    # Settings that can never serve stop start-up here, before any listener opens.
+    check_startup(settings)
     # Before any listener opens or model loads: no request may ever reach an unhardened process.
     harden_process(LOG)
     stopping = threading.Event()

@@ -8,11 +8,13 @@ it reads the shared photos in place and copies none of them.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -549,3 +551,33 @@ def test_liveness_report_with_a_wrong_root_is_one_line(tmp_path, capsys):
     assert cli.main(["liveness-report", "--root", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "spoof/labels.csv" in err, err
+
+
+# --------------------------------------------------------------------------- start-up refusals
+
+
+def test_serve_refuses_unusable_settings_before_any_listener_opens(tmp_path):
+    """An uncalibrated default FMR, an unknown profile and a busy port: exit 2, one clear line, never "listening"."""
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    cases = {
+        "fmr": ('[decision]\ntarget_fmr = 0.05\n', "decision.target_fmr 0.05 has no calibrated threshold"),
+        "profile": ('[hardware]\nprofile = "nope"\n', "unknown hardware profile 'nope'"),
+        "busy": (f'[service]\nlisten = ["127.0.0.1:{busy.getsockname()[1]}"]\n', "address already in use"),
+    }
+    processes = {}
+    with contextlib.ExitStack() as stack:
+        for name, (toml, _) in cases.items():
+            config = tmp_path / f"{name}.toml"
+            if name != "busy":
+                toml = f'[service]\nlisten = ["unix:{tmp_path / name}.sock"]\n' + toml
+            config.write_text(toml)
+            processes[name] = stack.enter_context(kiosk_subprocess("--config", str(config), "serve"))
+        for name, (_, expected) in cases.items():
+            _, err = processes[name].communicate(timeout=TIMEOUT)
+            assert processes[name].returncode == 2, (name, err)
+            assert expected in err, (name, err)
+            assert "listening on" not in err and "GRPC_VERBOSITY" not in err, (name, err)
+            assert not (tmp_path / f"{name}.sock").exists()
+    busy.close()
