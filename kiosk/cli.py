@@ -23,6 +23,8 @@ EXIT_MATCH, EXIT_NO_MATCH, EXIT_UNDECIDED = 0, 1, 2
 EXIT_SERVING, EXIT_NOT_SERVING = 0, 1
 # Between health checks while `kiosk health --wait` waits for the models to load.
 HEALTH_POLL_S = 0.5
+# The service's gRPC name, as its health status knows it (kiosk/server/app.py SERVICE_NAME).
+SERVICE_NAME = "kiosk.v1.Kiosk"
 
 
 def _finite(value):
@@ -36,34 +38,37 @@ def _finite(value):
     return value
 
 
-def json_text(value) -> str:
+def json_text(value, indent: int | None = 2) -> str:
     """Strict JSON (RFC 8259) for every `--json`: a limit that is off (infinite) or a rate
     that is undefined (NaN) becomes null, which JavaScript's JSON.parse accepts."""
-    return json.dumps(_finite(value), indent=2, allow_nan=False)
+    return json.dumps(_finite(value), indent=indent, allow_nan=False)
+
+
+def finding_dict(finding) -> dict:
+    """One image's FaceFinding as JSON: role, index, face box, detection score, quality checks."""
+    return {
+        "role": finding.role.value,
+        "index": finding.index,
+        "face_found": finding.face_found,
+        "box": dataclasses.asdict(finding.box) if finding.box else None,
+        "detection_score": finding.detection_score,
+        "quality": [dataclasses.asdict(q) for q in finding.quality],
+    }
 
 
 def verification_dict(verification: Verification) -> dict:
     """The JSON form printed by `kiosk verify --json` and `kiosk session --json`."""
     return {
-        "decision": verification.decision.value if verification.decision is not Decision.RETRY else verification.reason,
-        "reason": verification.reason,
+        # As the API: "match", "no_match" or "retry", and for "retry" the reason (README, "Outcomes").
+        "decision": verification.decision.value,
+        "retry_reason": verification.reason,
         "message": verification.message,
         "similarity": verification.similarity,
         "threshold": verification.operating_point.threshold,
         "target_fmr": verification.operating_point.target_fmr,
         "model_versions": verification.model_versions,
         "timings_ms": verification.timings_ms,
-        "findings": [
-            {
-                "role": f.role.value,
-                "index": f.index,
-                "face_found": f.face_found,
-                "box": dataclasses.asdict(f.box) if f.box else None,
-                "detection_score": f.detection_score,
-                "quality": [dataclasses.asdict(q) for q in f.quality],
-            }
-            for f in verification.findings
-        ],
+        "findings": [finding_dict(f) for f in verification.findings],
         "liveness": {
             "status": verification.liveness.status.value,
             "failed_check": verification.liveness.failed_check,
@@ -75,10 +80,11 @@ def verification_dict(verification: Verification) -> dict:
 def print_verification(verification: Verification, as_json: bool, out=None) -> int:
     """Print a verification and return the exit status it maps to."""
     if as_json:
-        print(json.dumps(verification_dict(verification), indent=2), file=out)
+        print(json_text(verification_dict(verification)), file=out)
     else:
-        shown = verification.decision.value if verification.decision is not Decision.RETRY else verification.reason
-        print(f"decision: {shown}", file=out)
+        print(f"decision: {verification.decision.value}", file=out)
+        if verification.decision is Decision.RETRY:
+            print(f"retry_reason: {verification.reason}", file=out)
         if verification.message:
             print(f"message: {verification.message}", file=out)
         if verification.similarity is not None:
@@ -88,6 +94,11 @@ def print_verification(verification: Verification, as_json: bool, out=None) -> i
         print(f"liveness: {liveness_text(verification)}", file=out)
         print("models: " + ", ".join(f"{k}={v}" for k, v in sorted(verification.model_versions.items())), file=out)
         print("timings_ms: " + ", ".join(f"{k}={v:.1f}" for k, v in verification.timings_ms.items()), file=out)
+    return exit_status(verification)
+
+
+def exit_status(verification: Verification) -> int:
+    """0 match, 1 no match, 2 no decision possible."""
     return {Decision.MATCH: EXIT_MATCH, Decision.NO_MATCH: EXIT_NO_MATCH}.get(verification.decision, EXIT_UNDECIDED)
 
 
@@ -150,16 +161,28 @@ def cmd_health(args: argparse.Namespace, settings: Settings) -> int:
     deadline = time.monotonic() + max(0.0, args.wait)
     while True:
         # A new channel per check: one that failed to connect waits out gRPC's growing
-        # reconnect backoff, which would notice a service that just came up late.
+        # reconnect backoff, which would notice a service that just came up late. No
+        # check outlasts --wait by more than HEALTH_POLL_S (an unanswering host would
+        # otherwise add a whole --timeout to it).
+        remaining = deadline - time.monotonic()
+        timeout = min(args.timeout, max(remaining, HEALTH_POLL_S)) if args.wait > 0 else args.timeout
         try:
-            with KioskClient(args.address, ca=args.ca, cert=args.cert, key=args.key, timeout=args.timeout) as client:
+            with KioskClient(
+                args.address, ca=args.ca, cert=args.cert, key=args.key, timeout=timeout, server_name=args.server_name
+            ) as client:
                 state, failure = client.health(args.service), None
         except RemoteError as e:
             state, failure = "", e
         remaining = deadline - time.monotonic()
-        if state == "SERVING" or remaining <= 0:
+        if state == "SERVING" or remaining <= 0 or getattr(failure, "status_code", "") == "NOT_FOUND":
             break
         time.sleep(min(HEALTH_POLL_S, remaining))
+    if getattr(failure, "status_code", "") == "NOT_FOUND":
+        # grpc.health.v1 answers an unknown name with NOT_FOUND and no details.
+        raise KioskError(
+            f"{args.address}: NOT_FOUND: the service has no health status for {args.service!r} "
+            f'(known: "" for the whole server, and {SERVICE_NAME})'
+        )
     if failure is not None:
         raise failure
     print(state)
@@ -433,11 +456,8 @@ def cmd_liveness_report(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
     from kiosk.audit import main_verify
 
-    # `kiosk audit verify FILE...`: the tool's name is not one of the files.
-    if args.rest[:1] != ["verify"]:
-        print("usage: kiosk audit verify FILE... [--key-file KEYFILE | --config SETTINGS]", file=sys.stderr)
-        return 2
-    return main_verify(args.rest[1:])
+    # `kiosk audit verify FILE...`: kiosk.audit parses its own arguments (and its --help).
+    return main_verify(args.rest)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -450,20 +470,26 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(handler=cmd_serve)
 
     verify = commands.add_parser("verify", help="verify an ID photo against live photo(s)")
-    verify.add_argument("id_photo")
-    verify.add_argument("live_photos", nargs="+")
-    verify.add_argument("--json", action="store_true")
-    verify.add_argument("--target-fmr", type=float, default=None)
+    verify.add_argument("id_photo", metavar="ID_PHOTO", help="photo of the ID card's picture (JPEG, PNG or BMP)")
+    verify.add_argument("live_photos", metavar="LIVE_PHOTO", nargs="+", help="camera photo(s) of the person")
+    verify.add_argument("--json", action="store_true", help="print the result as JSON (decision, retry_reason, ...)")
+    verify.add_argument(
+        "--target-fmr", type=float, default=None, help="decide at this calibrated FMR (default: decision.target_fmr)"
+    )
     add_client_options(verify)
     verify.set_defaults(handler=cmd_verify)
 
     session = commands.add_parser("session", help="stream frames as a live session to a running server")
-    session.add_argument("--id-photo", required=True)
-    session.add_argument("frames", nargs="+")
-    session.add_argument("--fps", type=float, default=10.0)
-    session.add_argument("--json", action="store_true")
-    session.add_argument("--target-fmr", type=float, default=None)
-    add_client_options(session)
+    session.add_argument("--id-photo", required=True, help="photo of the ID card's picture")
+    session.add_argument("frames", metavar="FRAME", nargs="+", help="camera frames, streamed in this order")
+    session.add_argument("--fps", type=float, default=10.0, help="frames per second to stream (default 10)")
+    session.add_argument(
+        "--json", action="store_true", help="print every event (guidance, frame_result, prompt, decision) as a JSON line"
+    )
+    session.add_argument(
+        "--target-fmr", type=float, default=None, help="decide at this calibrated FMR (default: the server's)"
+    )
+    add_client_options(session, server_required=True)
     session.set_defaults(handler=cmd_session)
 
     health = commands.add_parser(
@@ -472,9 +498,7 @@ def build_parser() -> argparse.ArgumentParser:
     health.add_argument("address", metavar="ADDR", help="host:port or unix:PATH")
     health.add_argument("--service", default="", help='service name, e.g. kiosk.v1.Kiosk (default "": the server)')
     health.add_argument("--wait", type=float, default=0.0, help="keep checking up to this many seconds until serving")
-    health.add_argument("--ca", help="CA certificate that signed the server's certificate (TLS)")
-    health.add_argument("--cert", help="client certificate (mutual TLS)")
-    health.add_argument("--key", help="client private key (mutual TLS)")
+    add_tls_options(health)
     health.add_argument("--timeout", type=float, default=5.0, help="seconds per check")
     health.set_defaults(handler=cmd_health)
 
@@ -529,19 +553,41 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.set_defaults(handler=cmd_liveness_report)
 
-    audit = commands.add_parser("audit", help="audit log tools: `kiosk audit verify FILE [--key-file K]`")
-    audit.add_argument("rest", nargs=argparse.REMAINDER)
+    audit = commands.add_parser("audit", help="audit log tools (kiosk audit verify --help)")
+    audit_commands = audit.add_subparsers(dest="audit_command", required=True, metavar="{verify}")
+    audit_verify = audit_commands.add_parser(
+        "verify",
+        help="check an audit log's HMAC chain: verify FILE... [--key-file KEYFILE | --config SETTINGS]",
+        add_help=False,
+        prefix_chars="\0",  # every argument, --help included, goes to kiosk.audit's own parser
+    )
+    audit_verify.add_argument("rest", nargs=argparse.REMAINDER)
     audit.set_defaults(handler=cmd_audit)
     return parser
 
 
-def add_client_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--server", help="address of a running service (host:port or unix:PATH)")
-    parser.add_argument("--ca", help="CA certificate that signed the server's certificate (TLS)")
+def add_client_options(parser: argparse.ArgumentParser, server_required: bool = False) -> None:
+    parser.add_argument(
+        "--server",
+        metavar="ADDR",
+        required=server_required,
+        help="address of a running service (host:port or unix:PATH)"
+        + ("" if server_required else "; without it the models run in this process"),
+    )
+    add_tls_options(parser)
+    parser.add_argument("--consent-version", default=None, help="consent text version the person accepted")
+    parser.add_argument("--timeout", type=float, default=30.0, help="seconds the call may take (default 30)")
+
+
+def add_tls_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--ca", help="CA certificate that signed the server's certificate (turns TLS on)")
     parser.add_argument("--cert", help="client certificate (mutual TLS)")
     parser.add_argument("--key", help="client private key (mutual TLS)")
-    parser.add_argument("--consent-version", default=None, help="consent text version the person accepted")
-    parser.add_argument("--timeout", type=float, default=30.0, help="seconds")
+    parser.add_argument(
+        "--server-name",
+        metavar="NAME",
+        help="name the server's certificate must carry (a SAN), when it differs from ADDR's host (TLS)",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

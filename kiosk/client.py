@@ -22,7 +22,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from kiosk.cli import EXIT_UNDECIDED, print_verification
+from kiosk.cli import EXIT_UNDECIDED, exit_status, finding_dict, json_text, print_verification, verification_dict
 from kiosk.errors import KioskError
 from kiosk.pipeline.session import Frame
 from kiosk.pipeline.types import Verification
@@ -31,6 +31,7 @@ from kiosk.server.calls import (
     CallMeta,
     Consent,
     DecisionEvent,
+    FrameEvent,
     GuidanceEvent,
     PromptEvent,
     SessionOpening,
@@ -69,6 +70,7 @@ class KioskClient:
         cert: str | Path | None = None,
         key: str | Path | None = None,
         timeout: float = 30.0,
+        server_name: str | None = None,
     ):
         if (cert is None) != (key is None):
             raise KioskError("a client certificate needs its private key, and a key its certificate")
@@ -80,7 +82,12 @@ class KioskClient:
                 private_key=_read_file(key, "client key") if key is not None else None,
                 certificate_chain=_read_file(cert, "client certificate") if cert is not None else None,
             )
-            self._channel = grpc.secure_channel(address, credentials)
+            # The name the server's certificate must carry (a SAN), when it is not the
+            # address's host: e.g. connecting to 10.0.0.7 with a certificate for kiosk-0042.
+            options = [("grpc.ssl_target_name_override", server_name)] if server_name else []
+            self._channel = grpc.secure_channel(address, credentials, options=options)
+        elif server_name:
+            raise KioskError("--server-name is only used with TLS: give the server's CA certificate too")
         elif cert is not None:
             raise KioskError("a client certificate is only used with TLS: give the server's CA certificate too")
         else:
@@ -182,7 +189,9 @@ class KioskClient:
 
 
 def _client_from_args(args: argparse.Namespace) -> KioskClient:
-    return KioskClient(args.server, ca=args.ca, cert=args.cert, key=args.key, timeout=args.timeout)
+    return KioskClient(
+        args.server, ca=args.ca, cert=args.cert, key=args.key, timeout=args.timeout, server_name=args.server_name
+    )
 
 
 def _consent_from_args(args: argparse.Namespace) -> Consent:
@@ -247,10 +256,18 @@ def run_session_command(args: argparse.Namespace) -> int:
                     _print_guidance(update, args.json)
                 elif isinstance(update, PromptEvent):
                     _print_prompt(update, args.json)
+                elif isinstance(update, FrameEvent) and args.json:
+                    finding = finding_dict(update.finding) if update.finding else None
+                    event = {"event": "frame_result", "frame_index": update.frame_index, "finding": finding}
+                    print(json_text(event, None), flush=True)
                 elif isinstance(update, DecisionEvent):
                     decision = update.verification
         if decision is None:
             raise KioskError("the server ended the session without a decision")
+        if args.json:
+            # One JSON object per line, like the events before it.
+            print(json_text({"event": "decision", **verification_dict(decision)}, None), flush=True)
+            return exit_status(decision)
         return print_verification(decision, args.json)
     except KioskError as e:
         print(f"kiosk: {e.message}", file=sys.stderr)

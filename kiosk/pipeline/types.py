@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from kiosk.outcomes import DECISION_MESSAGES
+
 BgrImage = npt.NDArray[np.uint8]  # (H, W, 3) uint8, OpenCV channel order
 Landmarks5 = npt.NDArray[np.float32]  # (5, 2) float32 x, y: left eye, right eye, nose, mouth left, mouth right
 AlignedFace = npt.NDArray[np.uint8]  # (112, 112, 3) uint8 BGR, ArcFace template geometry
@@ -117,3 +119,9 @@ class Verification:
     timings_ms: dict[str, float] = field(default_factory=dict)
     message: str = ""
     liveness: LivenessOutcome = field(default_factory=LivenessOutcome)
+
+    def __post_init__(self) -> None:
+        # Every decision carries a message a kiosk may show: a MATCH or NO_MATCH made
+        # anywhere (Verify, session, a client's copy) gets the one from kiosk.outcomes.
+        if not self.message and self.decision is not Decision.RETRY:
+            object.__setattr__(self, "message", DECISION_MESSAGES[self.decision.value])

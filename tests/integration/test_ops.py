@@ -581,3 +581,57 @@ def test_serve_refuses_unusable_settings_before_any_listener_opens(tmp_path):
             assert "listening on" not in err and "GRPC_VERBOSITY" not in err, (name, err)
             assert not (tmp_path / f"{name}.sock").exists()
     busy.close()
+
+
+# --------------------------------------------------------------------------- CLI odds and ends
+
+
+def test_health_of_an_unknown_service_says_why(start_server, capsys):
+    serving = start_server(unix=True)
+    assert cli.main(["health", "--service", "nope", serving.address]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "NOT_FOUND: the service has no health status for 'nope'" in err, err
+    assert "kiosk.v1.Kiosk" in err
+
+
+def test_health_wait_is_not_stretched_by_a_host_that_never_answers(capsys):
+    # A socket that listens but never speaks: the TCP connection opens, the HTTP/2
+    # handshake never completes, so each check would hang for its whole --timeout.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        started = time.monotonic()
+        assert cli.main(["health", "--wait", "1", "--timeout", "60", f"127.0.0.1:{silent.getsockname()[1]}"]) == 2
+        elapsed = time.monotonic() - started
+    # Bounded by --wait plus one poll interval, not by the 60 s --timeout (generous margin for a busy machine).
+    assert elapsed < 15, elapsed
+    assert "DEADLINE_EXCEEDED" in capsys.readouterr().err
+
+
+def test_verify_into_a_closed_pipe_is_one_line_and_exit_2(photos):
+    process = subprocess.Popen(
+        [sys.executable, "-m", "kiosk", "verify", str(photos.scorsese[0]), str(photos.scorsese[1])],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    process.stdout.close()  # `| head -0`: the reader is gone before anything is written
+    err = process.stderr.read()
+    assert process.wait(timeout=TIMEOUT) == 2, err
+    assert err == "kiosk: output closed before it was all written (broken pipe)\n", err
+
+
+def test_session_json_is_one_strict_object_per_line_with_frame_results(start_server, photos, capsys, tmp_path):
+    running = start_server(settings_with(listen=(f"unix:{tmp_path / 'session.sock'}",)))
+    frames = [str(p) for p in photos.nuaa_frames[:3]]
+    code = cli.main(["session", "--server", running.address, "--json", "--id-photo", str(photos.nuaa_id), *frames])
+    events = [_strict_json(line) for line in capsys.readouterr().out.splitlines()]
+    kinds = [event["event"] for event in events]
+    assert kinds[-1] == "decision" and kinds.count("decision") == 1
+    assert kinds.count("frame_result") >= 1
+    frame = next(event for event in events if event["event"] == "frame_result")
+    assert frame["finding"]["role"] == "live_frame" and "quality" in frame["finding"]
+    decision = events[-1]
+    assert decision["decision"] in ("match", "no_match", "retry") and decision["message"]
+    assert code == {"match": 0, "no_match": 1, "retry": 2}[decision["decision"]]

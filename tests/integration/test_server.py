@@ -647,10 +647,11 @@ def test_cli_session_prints_guidance_then_the_decision(start_server, photos, cli
     ]
 
     assert cli.main([*args, "--json", "--id-photo", str(photos.stranger), *frames]) == 1
-    out = cli_stdout.readouterr().out.splitlines()
-    guidance = [json.loads(line) for line in out[:3]]
+    # One JSON object per line: guidance, frame results and, last, the decision.
+    events = [json.loads(line) for line in cli_stdout.readouterr().out.splitlines()]
+    guidance = [e for e in events if e["event"] == "guidance"]
     assert [g["guidance"][0]["code"] for g in guidance] == ["NO_FACE", "GOOD_FRAME", "GOOD_FRAME"]
-    assert json.loads("\n".join(out[3:]))["decision"] == "no_match"
+    assert (events[-1]["event"], events[-1]["decision"]) == ("decision", "no_match")
 
 
 def test_kiosk_serve_reaches_serving_and_exits_0_on_sigterm():
