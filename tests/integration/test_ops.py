@@ -635,3 +635,99 @@ def test_session_json_is_one_strict_object_per_line_with_frame_results(start_ser
     decision = events[-1]
     assert decision["decision"] in ("match", "no_match", "retry") and decision["message"]
     assert code == {"match": 0, "no_match": 1, "retry": 2}[decision["decision"]]
+
+
+# --------------------------------------------------------------------------- mutual TLS
+
+
+@pytest.fixture(scope="module")
+def device_named_tls(tmp_path_factory) -> dict[str, Path]:
+    """hardware/INSTALL.md's recipe in miniature: a CA, a server certificate whose only SAN
+    is the device's name (not the address a back office dials), and a client certificate."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509 import DNSName
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    from tests.integration.conftest import _certificate, _name, _write
+
+    directory = tmp_path_factory.mktemp("device-tls")
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = _name("fleet CA")
+    _write(directory, "ca", _certificate(ca_name, ca_key, ca_name, ca_key, ca=True))
+    server_key, client_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    server = _certificate(
+        _name("kiosk-0042"), server_key, ca_name, ca_key, usage=ExtendedKeyUsageOID.SERVER_AUTH, san=[DNSName("kiosk-0042")]
+    )
+    _write(directory, "server", server, server_key)
+    client = _certificate(_name("backoffice-1"), client_key, ca_name, ca_key, usage=ExtendedKeyUsageOID.CLIENT_AUTH)
+    _write(directory, "client", client, client_key)
+    return {name: directory / name for name in ("ca.crt", "server.crt", "server.key", "client.crt", "client.key")}
+
+
+def test_server_name_override_reaches_a_device_certificate(start_server, device_named_tls, capsys):
+    from kiosk.settings import TlsSettings
+
+    files = device_named_tls
+    tls = TlsSettings(str(files["server.crt"]), str(files["server.key"]), str(files["ca.crt"]))
+    running = start_server(settings_with(tls=tls))
+    client = ["--ca", str(files["ca.crt"]), "--cert", str(files["client.crt"]), "--key", str(files["client.key"])]
+
+    # 127.0.0.1 is not in the certificate: refused, as it must be.
+    assert cli.main(["health", *client, running.address]) == 2
+    assert "UNAVAILABLE" in capsys.readouterr().err
+    # The name the certificate carries: accepted.
+    assert cli.main(["health", *client, "--server-name", "kiosk-0042", running.address]) == 0
+    assert capsys.readouterr().out == "SERVING\n"
+    # Any other name: refused.
+    assert cli.main(["health", *client, "--server-name", "kiosk-0043", running.address]) == 2
+    capsys.readouterr()
+    # Without TLS the option means nothing: a usage error, not a silent plain-text call.
+    assert cli.main(["health", "--server-name", "kiosk-0042", running.address]) == 2
+    assert "only used with TLS" in capsys.readouterr().err
+
+
+def test_rejected_handshakes_are_logged_by_the_server(start_server, tls_files, capfd):
+    """gRPC Python has no hook for failed handshakes; gRPC's core logs each one to stderr
+    (the journal under systemd). This pins that line, which INSTALL.md tells operators to watch."""
+    running = start_server(settings_with(tls=tls_files.server_settings()))
+    rogue = running.stub(tls_files.client_credentials(tls_files.rogue_cert, tls_files.rogue_key))
+    with pytest.raises(grpc.RpcError):
+        rogue.GetInfo(pb.InfoRequest(), timeout=TIMEOUT)
+    err = ""
+    for _ in range(50):  # the core writes from its own thread
+        err += capfd.readouterr().err
+        if "Handshake failed" in err:
+            break
+        time.sleep(0.1)
+    assert "Handshake failed" in err and "CERTIFICATE_VERIFY_FAILED" in err, err
+
+
+def _install_md_tls_recipe() -> str:
+    text = (REPO / "hardware" / "INSTALL.md").read_text()
+    section = text[text.index("## Mutual TLS for remote clients") :]
+    return section[section.index("```sh\n") + len("```sh\n") : section.index("```\n", section.index("```sh\n"))]
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl not found: install Debian's `openssl` package")
+def test_install_md_tls_recipe_makes_certificates_the_service_accepts(start_server, photos, tmp_path):
+    from kiosk.settings import TlsSettings
+
+    made = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", _install_md_tls_recipe()],
+        cwd=tmp_path, capture_output=True, text=True, timeout=TIMEOUT,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    tls = TlsSettings(str(tmp_path / "server.crt"), str(tmp_path / "server.key"), str(tmp_path / "ca.crt"))
+    running = start_server(settings_with(tls=tls))
+    files = {"ca": tmp_path / "ca.crt", "cert": tmp_path / "client.crt", "key": tmp_path / "client.key"}
+    with KioskClient(running.address, **files, timeout=TIMEOUT, server_name="kiosk-0042") as client:
+        verification = client.verify(
+            photos.scorsese[0].read_bytes(), [photos.scorsese[1].read_bytes()], consent=Consent(True, CONSENT_VERSION)
+        )
+    assert verification.decision.value == "match"
+    # The client identity INSTALL.md describes: the client certificate's subject.
+    [record] = running.audit_records()
+    assert record["client_identity"] == "CN=backoffice-1,O=Example Telecom"
+    # The certificate names kiosk-0042, not 127.0.0.1: without the override the client refuses it.
+    with KioskClient(running.address, **files, timeout=TIMEOUT) as client, pytest.raises(RemoteError, match="UNAVAILABLE"):
+        client.info()
