@@ -131,7 +131,10 @@ class Verifier:
             if calibrated
             else None
         )
-        face_mesh = FaceMesh(*factory.create("face_mesh"))
+        mesh_session = factory.create("face_mesh")
+        face_mesh = FaceMesh(*mesh_session)
+        # Sessions' challenges run on it: GetInfo, metrics and audit records name its version too.
+        versions["face_mesh"] = mesh_session[1].version
         eye_session, liveness_session = factory.create("eye_state"), factory.create("liveness")
         versions["eye_state"] = eye_session[1].version
         versions["liveness"] = liveness_session[1].version

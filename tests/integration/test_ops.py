@@ -402,6 +402,7 @@ def test_server_logs_are_json_lines_without_scores(tmp_path, photos):
     calls = {line.get("request_id") or line["rpc"]: line for line in lines if "rpc" in line}
     assert all(set(line) >= CALL_KEYS for line in calls.values())
 
+    assert "face_mesh" in verification.model_versions  # what the audit record and the response carry
     match = calls["log-1"]
     assert (match["rpc"], match["status"], match["decision"], match["client_identity"]) == ("Verify", "OK", "match", "local")
     assert match["audit_id"] and match["liveness"] == "passed"
@@ -421,6 +422,12 @@ def test_server_logs_are_json_lines_without_scores(tmp_path, photos):
 
 def test_get_info_tells_the_back_office_what_runs(kiosk, verifier):
     info = kiosk.stub().GetInfo(pb.InfoRequest(), timeout=TIMEOUT)
+
+    # Every model that decides anything, the live sessions' face mesh included.
+    assert {"mtcnn_pnet", "mtcnn_rnet", "mtcnn_onet", "embedder", "eye_state", "liveness", "face_mesh"} <= set(
+        info.model_versions
+    )
+    assert dict(info.model_versions) == verifier.model_versions
 
     assert info.service_version == kiosk_package.__version__
     assert {"python", "onnxruntime", "opencv", "numpy", "grpcio", "protobuf"} == set(info.runtime_versions)
@@ -634,6 +641,10 @@ def test_session_json_is_one_strict_object_per_line_with_frame_results(start_ser
     assert frame["finding"]["role"] == "live_frame" and "quality" in frame["finding"]
     decision = events[-1]
     assert decision["decision"] in ("match", "no_match", "retry") and decision["message"]
+    # Challenges off (settings_with): liveness rests on the passive model, as CONFIG.md says.
+    assert decision["liveness"]["status"] == "passed" and decision["liveness"]["passive_score"] is not None
+    config = (REPO / "hardware" / "CONFIG.md").read_text()
+    assert "rests on the passive model alone: PASSED with the lowest passive score" in config
     assert code == {"match": 0, "no_match": 1, "retry": 2}[decision["decision"]]
 
 

@@ -116,7 +116,7 @@ def test_verify_genuine_pair_matches_and_is_audited(kiosk, photos):
     ]
     assert all(f.HasField("box") and f.quality for f in response.findings)
     assert set(response.model_versions) == {
-        "mtcnn_pnet", "mtcnn_rnet", "mtcnn_onet", "embedder", "eye_state", "liveness"
+        "mtcnn_pnet", "mtcnn_rnet", "mtcnn_onet", "embedder", "eye_state", "liveness", "face_mesh"
     }  # fmt: skip
     assert response.timings_ms["embed"] > 0
     # The live photo was checked by the passive-liveness model (the ID photo never is).
