@@ -2,6 +2,17 @@
 
 Each distinct image is embedded once; every pair is then a dot product. Images whose
 face cannot be found get no score, and are counted rather than silently dropped.
+
+Both images of a pair go through the ID-photo detection path (``Verifier.embed_file``:
+the photo padded by a margin, a relaxed second detector pass, no second-face refusal),
+so news photos with bystanders still get a score. Verify detects its live photos on the
+live path instead (no padding, scaled to the profile's ``max_input_side``, a second face
+refused). MTCNN then places the landmarks slightly differently, the aligned crop moves
+by a pixel or so, and the similarity differs: 0.7709 here against 0.7762 from Verify
+for Martin_Scorsese_0002/0003. Over 25 genuine pairs per subset the gap was median
+0.005-0.016, at most 0.027 (webcam), 0.031 (cnceleb), 0.046 (LFW) and 0.071 (K-pop).
+The shipped thresholds were computed on this (evaluation) path;
+tests/integration/test_ops.py pins the cause.
 """
 
 from __future__ import annotations

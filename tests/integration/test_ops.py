@@ -742,3 +742,29 @@ def test_install_md_tls_recipe_makes_certificates_the_service_accepts(start_serv
     # The certificate names kiosk-0042, not 127.0.0.1: without the override the client refuses it.
     with KioskClient(running.address, **files, timeout=TIMEOUT) as client, pytest.raises(RemoteError, match="UNAVAILABLE"):
         client.info()
+
+
+def test_evaluate_and_verify_differ_only_by_the_live_photo_detection_path(verifier, photos):
+    """evaluate scores both photos on the ID-photo path; Verify detects the live photo on
+    the live path. Embedding the second photo on the live path reproduces Verify exactly."""
+    from kiosk.pipeline.align import align_face
+    from kiosk.pipeline.compare import cosine_similarity
+    from kiosk.pipeline.decode import decode_image
+    from kiosk.pipeline.scratch import Scratch
+    from kiosk.pipeline.types import ImageRole
+
+    id_photo, live_photo = photos.scorsese[0], photos.scorsese[1]
+
+    def live_path_embedding(path: Path):
+        with Scratch() as scratch:
+            image = scratch.keep(decode_image(path.read_bytes(), verifier.image_limits))
+            face = verifier.subject_face(scratch, image, ImageRole.LIVE_FRAME)
+            return verifier.embedder.embed(scratch.keep(align_face(image, face.landmarks))).copy()
+
+    reference = verifier.embed_file(id_photo)
+    evaluated = cosine_similarity(reference, verifier.embed_file(live_photo))
+    verified = verifier.verify(id_photo.read_bytes(), [live_photo.read_bytes()]).similarity
+    assert verified == pytest.approx(cosine_similarity(reference, live_path_embedding(live_photo)), abs=1e-6)
+    # The two paths differ, a little (the module docstring of kiosk.evaluation has the figures).
+    assert evaluated != pytest.approx(verified, abs=1e-6)
+    assert abs(evaluated - verified) < 0.08
