@@ -32,7 +32,6 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from kiosk import logs
 from kiosk.audit import AuditLog, open_audit_log
@@ -46,6 +45,7 @@ from kiosk.server.metrics import ServiceMetrics
 from kiosk.server.observe import CallObserver
 from kiosk.server.policy import ServicePolicy
 from kiosk.server.ratelimit import RateLimiter
+from kiosk.server.reflection import enable_server_reflection
 from kiosk.server.servicer import KioskServicer, VerifierSlot
 from kiosk.server.startup import bind_failure, check_startup
 from kiosk.settings import Settings, TlsSettings
@@ -267,8 +267,8 @@ def build_server(
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     credentials = server_credentials(service.tls) if _tls_configured(service.tls) else None
     if service.reflection and credentials is None:
-        names = (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)
-        reflection.enable_server_reflection(names, server)
+        # Under grpc.reflection.v1 and v1alpha (kiosk/server/reflection.py).
+        enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME), server)
     elif service.reflection:
         LOG.info("server reflection is off: TLS listeners are reachable from the network")
     ports = tuple(_bind(server, listener, credentials, socket_group) for listener in listeners)

@@ -768,3 +768,35 @@ def test_evaluate_and_verify_differ_only_by_the_live_photo_detection_path(verifi
     # The two paths differ, a little (the module docstring of kiosk.evaluation has the figures).
     assert evaluated != pytest.approx(verified, abs=1e-6)
     assert abs(evaluated - verified) < 0.08
+
+
+# --------------------------------------------------------------------------- reflection
+
+
+def _reflection_v1(running, request):
+    """One grpc.reflection.v1 exchange; v1's messages are v1alpha's under a new package name."""
+    from grpc_reflection.v1alpha import reflection_pb2
+
+    call = running.channel().stream_stream(
+        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+        request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+        response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+    )
+    [response] = call(iter([request]), timeout=TIMEOUT)
+    return response
+
+
+def test_reflection_answers_grpc_reflection_v1(kiosk, start_server):
+    from google.protobuf import descriptor_pb2
+    from grpc_reflection.v1alpha import reflection_pb2
+
+    listed = _reflection_v1(kiosk, reflection_pb2.ServerReflectionRequest(list_services=""))
+    names = {s.name for s in listed.list_services_response.service}
+    assert {"kiosk.v1.Kiosk", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection"} <= names
+    described = _reflection_v1(kiosk, reflection_pb2.ServerReflectionRequest(file_containing_symbol="kiosk.v1.Kiosk"))
+    files = [descriptor_pb2.FileDescriptorProto.FromString(b) for b in described.file_descriptor_response.file_descriptor_proto]
+    assert any(f.package == "kiosk.v1" and "Kiosk" in [s.name for s in f.service] for f in files)
+
+    with pytest.raises(grpc.RpcError) as caught:
+        _reflection_v1(start_server(settings_with(reflection=False)), reflection_pb2.ServerReflectionRequest(list_services=""))
+    assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
