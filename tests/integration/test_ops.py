@@ -800,3 +800,23 @@ def test_reflection_answers_grpc_reflection_v1(kiosk, start_server):
     with pytest.raises(grpc.RpcError) as caught:
         _reflection_v1(start_server(settings_with(reflection=False)), reflection_pb2.ServerReflectionRequest(list_services=""))
     assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+# --------------------------------------------------------------------------- HIL harness
+
+
+def test_hil_harness_runs_from_any_directory(tmp_path):
+    """hardware/HIL.md's command, from outside the checkout: every module of the harness
+    imports (they load at start-up) and the usage is printed."""
+    harness = REPO / "hardware" / "hil"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, str(harness), *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=TIMEOUT
+        )
+
+    usage = run("--help")
+    assert usage.returncode == 0, usage.stderr
+    assert "--device" in usage.stdout
+    assert "hardware/hil" in (REPO / "hardware" / "HIL.md").read_text()
