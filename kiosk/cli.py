@@ -185,7 +185,7 @@ def cmd_health(args: argparse.Namespace, settings: Settings) -> int:
         )
     if failure is not None:
         raise failure
-    print(state)
+    print(json_text({"address": args.address, "service": args.service, "status": state}) if args.json else state)
     return EXIT_SERVING if state == "SERVING" else EXIT_NOT_SERVING
 
 
@@ -500,6 +500,7 @@ def build_parser() -> argparse.ArgumentParser:
     health.add_argument("--wait", type=float, default=0.0, help="keep checking up to this many seconds until serving")
     add_tls_options(health)
     health.add_argument("--timeout", type=float, default=5.0, help="seconds per check")
+    health.add_argument("--json", action="store_true", help='print {"address", "service", "status"} as JSON')
     health.set_defaults(handler=cmd_health)
 
     for name, handler in (("calibrate", cmd_calibrate), ("evaluate", cmd_evaluate)):

@@ -233,6 +233,8 @@ def test_kiosk_health_exit_codes(start_server, verifier, capsys, tmp_path):
     assert capsys.readouterr().out == "SERVING\n"
     assert cli.main(["health", "--service", "kiosk.v1.Kiosk", serving.address]) == 0
     assert capsys.readouterr().out == "SERVING\n"
+    assert cli.main(["health", "--json", serving.address]) == 0
+    assert _strict_json(capsys.readouterr().out) == {"address": serving.address, "service": "", "status": "SERVING"}
 
     loading = start_server(verifier=None, unix=True)
     assert cli.main(["health", loading.address]) == 1
