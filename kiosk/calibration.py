@@ -152,7 +152,9 @@ def strictest_operating_points(
     floor_from = ""
     for fmr in sorted(fmrs, reverse=True):
         candidates = [("all pairs", impostor)] + [
-            (name, scores) for name, scores in sorted(impostor_by_subset.items()) if len(scores) >= impostors_needed(fmr)
+            (name, scores)
+            for name, scores in sorted(impostor_by_subset.items())
+            if len(scores) >= impostors_needed(fmr)
         ]
         name, scores = max(candidates, key=lambda c: threshold_at_fmr(c[1], fmr))
         threshold = threshold_at_fmr(scores, fmr)

@@ -316,7 +316,8 @@ def format_report(name: str, report) -> str:
         f"AUC {report.auc:.4f}, EER {report.eer * 100:.2f} % (threshold {report.eer_threshold:.4f})"
     ]
     for r in report.at_fmr:
-        caveat = "" if r.enough_impostors else f" [too few impostors: {r.impostor_pairs} < {impostors_needed(r.target_fmr)} needed]"
+        needed = impostors_needed(r.target_fmr)
+        caveat = "" if r.enough_impostors else f" [too few impostors: {r.impostor_pairs} < {needed} needed]"
         lines.append(
             f"  FAR {r.target_fmr:g}: TAR {r.tar * 100:.1f} % at threshold {r.threshold:.4f} "
             f"(measured FMR {r.measured_fmr:.2g}){caveat}"
@@ -345,7 +346,8 @@ def cmd_calibrate(args: argparse.Namespace, settings: Settings) -> int:
     genuine, impostor = split_scores(scored)
     if not len(genuine) or not len(impostor):
         raise InvalidRequest(
-            f"{args.pairs}: {len(genuine)} genuine and {len(impostor)} impostor pairs with a usable face; both are needed"
+            f"{args.pairs}: {len(genuine)} genuine and {len(impostor)} impostor pairs with a usable face; "
+            "both are needed"
         )
     shortfall = unmeasurable(len(impostor), wanted)
     if shortfall and not args.force:
@@ -484,7 +486,9 @@ def build_parser() -> argparse.ArgumentParser:
     session.add_argument("frames", metavar="FRAME", nargs="+", help="camera frames, streamed in this order")
     session.add_argument("--fps", type=float, default=10.0, help="frames per second to stream (default 10)")
     session.add_argument(
-        "--json", action="store_true", help="print every event (guidance, frame_result, prompt, decision) as a JSON line"
+        "--json",
+        action="store_true",
+        help="print every event (guidance, frame_result, prompt, decision) as a JSON line",
     )
     session.add_argument(
         "--target-fmr", type=float, default=None, help="decide at this calibrated FMR (default: the server's)"

@@ -75,7 +75,8 @@ def _read_pair_file(path: Path, default_subset: str) -> list[Pair]:
     if not rows:
         raise InvalidRequest(f"{path}: no pairs (expected a header a,b,same[,subset] and one row per pair)")
     if not {"a", "b", "same"} <= set(rows[0]):
-        raise InvalidRequest(f"{path}: expected columns a,b,same (optionally subset), found {','.join(map(str, rows[0]))}")
+        found = ",".join(map(str, rows[0]))
+        raise InvalidRequest(f"{path}: expected columns a,b,same (optionally subset), found {found}")
     pairs = []
     for line, row in enumerate(rows, start=2):
         same = SAME_VALUES.get((row["same"] or "").strip())
@@ -100,7 +101,9 @@ def embed_images(
         except OSError as e:
             # A missing image is a wrong --root or a stale CSV, not a face that was not found.
             wipe(embeddings)
-            raise InvalidRequest(f"cannot read {root / relative}: {e.strerror} (paths are relative to --root)") from None
+            raise InvalidRequest(
+                f"cannot read {root / relative}: {e.strerror} (paths are relative to --root)"
+            ) from None
     return embeddings
 
 

@@ -60,15 +60,39 @@ GUIDANCE_CODES: dict[str, tuple[str, str]] = {
 
 # LivenessOutcome.failed_check (liveness FAILED): code -> (meaning, screen text).
 FAILED_CHECKS: dict[str, tuple[str, str]] = {
-    "challenge_timeout": ("the prompted challenge was not seen before its deadline", "Please start again and respond to each instruction straight away."),
-    "wrong_action": ("a different deliberate action than the one prompted", "Please start again and do only what the screen asks."),
-    "face_lost": ("the face was out of view for more than 300 ms during the challenges", "Please start again and stay in front of the camera."),
-    "multiple_faces": ("a second person appeared during the challenges", "Only the person registering should be in front of the camera. Please start again."),
-    "identity_changed": ("a frame's face did not match the session's first live face", "Please start again; only the person registering may take part."),
-    "frame_timing": ("frames closer than 20 ms or further apart than 500 ms (a kiosk fault)", "Something went wrong with the camera. Please start again."),
-    "nonce_mismatch": ("a frame echoed an unknown challenge nonce (a kiosk fault or a replay)", "Something went wrong. Please start again."),
-    "passive": ("the passive liveness model scored a frame as a photo, screen or mask", "Please retry with a member of staff present."),
-}  # fmt: skip
+    "challenge_timeout": (
+        "the prompted challenge was not seen before its deadline",
+        "Please start again and respond to each instruction straight away.",
+    ),
+    "wrong_action": (
+        "a different deliberate action than the one prompted",
+        "Please start again and do only what the screen asks.",
+    ),
+    "face_lost": (
+        "the face was out of view for more than 300 ms during the challenges",
+        "Please start again and stay in front of the camera.",
+    ),
+    "multiple_faces": (
+        "a second person appeared during the challenges",
+        "Only the person registering should be in front of the camera. Please start again.",
+    ),
+    "identity_changed": (
+        "a frame's face did not match the session's first live face",
+        "Please start again; only the person registering may take part.",
+    ),
+    "frame_timing": (
+        "frames closer than 20 ms or further apart than 500 ms (a kiosk fault)",
+        "Something went wrong with the camera. Please start again.",
+    ),
+    "nonce_mismatch": (
+        "a frame echoed an unknown challenge nonce (a kiosk fault or a replay)",
+        "Something went wrong. Please start again.",
+    ),
+    "passive": (
+        "the passive liveness model scored a frame as a photo, screen or mask",
+        "Please retry with a member of staff present.",
+    ),
+}
 
 # VerifyResponse.message on a decision the service did make.
 DECISION_MESSAGES = {

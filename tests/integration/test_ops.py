@@ -549,8 +549,10 @@ def test_operator_commands_give_one_line_and_exit_2_on_bad_input(content, expect
 
 def test_calibrate_refuses_pairs_without_impostors(faces, tmp_path, capsys):
     pairs = tmp_path / "pairs.csv"
-    pairs.write_text("a,b,same\nlfw__Martin_Scorsese/Martin_Scorsese_0002.jpg,lfw__Martin_Scorsese/Martin_Scorsese_0003.jpg,1\n")
-    args = ["calibrate", "--pairs", str(pairs), "--root", str(faces), "--fmr", "0.01", "--out", str(tmp_path / "c.toml")]
+    person = "lfw__Martin_Scorsese/Martin_Scorsese"
+    pairs.write_text(f"a,b,same\n{person}_0002.jpg,{person}_0003.jpg,1\n")
+    args = ["calibrate", "--pairs", str(pairs), "--root", str(faces), "--fmr", "0.01"]
+    args += ["--out", str(tmp_path / "c.toml")]
     assert cli.main([*args, "--force"]) == 2
     [err] = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("embedding: ")]
     assert err.startswith("kiosk: ") and "0 impostor pairs with a usable face" in err, err
@@ -669,7 +671,8 @@ def device_named_tls(tmp_path_factory) -> dict[str, Path]:
     _write(directory, "ca", _certificate(ca_name, ca_key, ca_name, ca_key, ca=True))
     server_key, client_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
     server = _certificate(
-        _name("kiosk-0042"), server_key, ca_name, ca_key, usage=ExtendedKeyUsageOID.SERVER_AUTH, san=[DNSName("kiosk-0042")]
+        _name("kiosk-0042"), server_key, ca_name, ca_key,
+        usage=ExtendedKeyUsageOID.SERVER_AUTH, san=[DNSName("kiosk-0042")],
     )
     _write(directory, "server", server, server_key)
     client = _certificate(_name("backoffice-1"), client_key, ca_name, ca_key, usage=ExtendedKeyUsageOID.CLIENT_AUTH)
@@ -742,8 +745,9 @@ def test_install_md_tls_recipe_makes_certificates_the_service_accepts(start_serv
     [record] = running.audit_records()
     assert record["client_identity"] == "CN=backoffice-1,O=Example Telecom"
     # The certificate names kiosk-0042, not 127.0.0.1: without the override the client refuses it.
-    with KioskClient(running.address, **files, timeout=TIMEOUT) as client, pytest.raises(RemoteError, match="UNAVAILABLE"):
-        client.info()
+    with KioskClient(running.address, **files, timeout=TIMEOUT) as client:
+        with pytest.raises(RemoteError, match="UNAVAILABLE"):
+            client.info()
 
 
 def test_evaluate_and_verify_differ_only_by_the_live_photo_detection_path(verifier, photos):
@@ -796,11 +800,15 @@ def test_reflection_answers_grpc_reflection_v1(kiosk, start_server):
     names = {s.name for s in listed.list_services_response.service}
     assert {"kiosk.v1.Kiosk", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection"} <= names
     described = _reflection_v1(kiosk, reflection_pb2.ServerReflectionRequest(file_containing_symbol="kiosk.v1.Kiosk"))
-    files = [descriptor_pb2.FileDescriptorProto.FromString(b) for b in described.file_descriptor_response.file_descriptor_proto]
+    files = [
+        descriptor_pb2.FileDescriptorProto.FromString(b)
+        for b in described.file_descriptor_response.file_descriptor_proto
+    ]
     assert any(f.package == "kiosk.v1" and "Kiosk" in [s.name for s in f.service] for f in files)
 
     with pytest.raises(grpc.RpcError) as caught:
-        _reflection_v1(start_server(settings_with(reflection=False)), reflection_pb2.ServerReflectionRequest(list_services=""))
+        off = start_server(settings_with(reflection=False))
+        _reflection_v1(off, reflection_pb2.ServerReflectionRequest(list_services=""))
     assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 
@@ -815,7 +823,8 @@ def test_hil_harness_runs_from_any_directory(tmp_path):
 
     def run(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [sys.executable, str(harness), *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=TIMEOUT
+            [sys.executable, str(harness), *args],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=TIMEOUT,
         )
 
     usage = run("--help")
