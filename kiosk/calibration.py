@@ -18,6 +18,26 @@ from kiosk.pipeline.types import OperatingPoint
 from kiosk.settings import load_toml
 
 REPORTED_FMRS = (1e-2, 1e-3, 1e-4)
+# Rule of three: with N impostor pairs and none accepted, the 95 % upper bound on the FMR
+# is 3/N, so a target FMR is measurable only from about 3/FMR impostor pairs.
+RULE_OF_THREE = 3.0
+
+
+def impostors_needed(target_fmr: float) -> int:
+    """Fewest impostor pairs that can measure ``target_fmr`` (rule of three)."""
+    return math.ceil(RULE_OF_THREE / target_fmr - 1e-9)
+
+
+def unmeasurable(impostor_pairs: int, fmrs: tuple[float, ...]) -> str:
+    """Why these impostor pairs cannot measure some of ``fmrs`` ("" when they can measure all)."""
+    short = [fmr for fmr in sorted(fmrs, reverse=True) if impostor_pairs < impostors_needed(fmr)]
+    if not short:
+        return ""
+    needs = ", ".join(f"FMR {fmr:g} (needs >= {impostors_needed(fmr)})" for fmr in short)
+    return (
+        f"{impostor_pairs} impostor pairs cannot measure {needs}: with no false match in "
+        f"N impostor pairs the FMR is only known to be below 3/N (rule of three)"
+    )
 
 
 def threshold_at_fmr(impostor_scores: np.ndarray, target_fmr: float) -> float:
@@ -96,7 +116,7 @@ def score_report(genuine: np.ndarray, impostor: np.ndarray, fmrs: tuple[float, .
                 measured_fmr=match_rate(impostor, threshold),
                 genuine_pairs=len(genuine),
                 impostor_pairs=len(impostor),
-                enough_impostors=len(impostor) >= 3 / fmr,
+                enough_impostors=len(impostor) >= impostors_needed(fmr),
             )
         )
     return ScoreReport(len(genuine), len(impostor), roc_auc(genuine, impostor), eer, eer_threshold, tuple(rates))
@@ -132,7 +152,9 @@ def strictest_operating_points(
     floor_from = ""
     for fmr in sorted(fmrs, reverse=True):
         candidates = [("all pairs", impostor)] + [
-            (name, scores) for name, scores in sorted(impostor_by_subset.items()) if len(scores) >= 3 / fmr
+            (name, scores)
+            for name, scores in sorted(impostor_by_subset.items())
+            if len(scores) >= impostors_needed(fmr)
         ]
         name, scores = max(candidates, key=lambda c: threshold_at_fmr(c[1], fmr))
         threshold = threshold_at_fmr(scores, fmr)
@@ -141,7 +163,7 @@ def strictest_operating_points(
             threshold = floor
             notes = [f"threshold raised to that of {floor_from}, so that a smaller FMR is never a lower threshold"]
         floor, floor_from = threshold, f"FMR {fmr:g}"
-        if len(impostor) < 3 / fmr:
+        if len(impostor) < impostors_needed(fmr):
             notes.append(f"only {len(impostor)} impostor pairs: FMR {fmr:g} is extrapolated, not measured")
         points.append(
             CalibratedPoint(

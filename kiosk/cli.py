@@ -15,38 +15,60 @@ import sys
 import time
 from pathlib import Path
 
-from kiosk.errors import KioskError
 from kiosk.domain import Decision, Verification
+from kiosk.errors import InvalidRequest, KioskError
 from kiosk.settings import Settings, load_settings
 
 EXIT_MATCH, EXIT_NO_MATCH, EXIT_UNDECIDED = 0, 1, 2
 EXIT_SERVING, EXIT_NOT_SERVING = 0, 1
 # Between health checks while `kiosk health --wait` waits for the models to load.
 HEALTH_POLL_S = 0.5
+# The service's gRPC name, as its health status knows it (kiosk/server/app.py SERVICE_NAME).
+SERVICE_NAME = "kiosk.v1.Kiosk"
+
+
+def _finite(value):
+    """``value`` with every non-finite float replaced by None: JSON has no Infinity or NaN."""
+    if isinstance(value, float):
+        return value if value == value and value not in (float("inf"), float("-inf")) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def json_text(value, indent: int | None = 2) -> str:
+    """Strict JSON (RFC 8259) for every `--json`: a limit that is off (infinite) or a rate
+    that is undefined (NaN) becomes null, which JavaScript's JSON.parse accepts."""
+    return json.dumps(_finite(value), indent=indent, allow_nan=False)
+
+
+def finding_dict(finding) -> dict:
+    """One image's FaceFinding as JSON: role, index, face box, detection score, quality checks."""
+    return {
+        "role": finding.role.value,
+        "index": finding.index,
+        "face_found": finding.face_found,
+        "box": dataclasses.asdict(finding.box) if finding.box else None,
+        "detection_score": finding.detection_score,
+        "quality": [dataclasses.asdict(q) for q in finding.quality],
+    }
 
 
 def verification_dict(verification: Verification) -> dict:
     """The JSON form printed by `kiosk verify --json` and `kiosk session --json`."""
     return {
-        "decision": verification.decision.value if verification.decision is not Decision.RETRY else verification.reason,
-        "reason": verification.reason,
+        # As the API: "match", "no_match" or "retry", and for "retry" the reason (README, "Outcomes").
+        "decision": verification.decision.value,
+        "retry_reason": verification.reason,
         "message": verification.message,
         "similarity": verification.similarity,
         "threshold": verification.operating_point.threshold,
         "target_fmr": verification.operating_point.target_fmr,
         "model_versions": verification.model_versions,
         "timings_ms": verification.timings_ms,
-        "findings": [
-            {
-                "role": f.role.value,
-                "index": f.index,
-                "face_found": f.face_found,
-                "box": dataclasses.asdict(f.box) if f.box else None,
-                "detection_score": f.detection_score,
-                "quality": [dataclasses.asdict(q) for q in f.quality],
-            }
-            for f in verification.findings
-        ],
+        "findings": [finding_dict(f) for f in verification.findings],
         "liveness": {
             "status": verification.liveness.status.value,
             "failed_check": verification.liveness.failed_check,
@@ -58,10 +80,11 @@ def verification_dict(verification: Verification) -> dict:
 def print_verification(verification: Verification, as_json: bool, out=None) -> int:
     """Print a verification and return the exit status it maps to."""
     if as_json:
-        print(json.dumps(verification_dict(verification), indent=2), file=out)
+        print(json_text(verification_dict(verification)), file=out)
     else:
-        shown = verification.decision.value if verification.decision is not Decision.RETRY else verification.reason
-        print(f"decision: {shown}", file=out)
+        print(f"decision: {verification.decision.value}", file=out)
+        if verification.decision is Decision.RETRY:
+            print(f"retry_reason: {verification.reason}", file=out)
         if verification.message:
             print(f"message: {verification.message}", file=out)
         if verification.similarity is not None:
@@ -71,6 +94,11 @@ def print_verification(verification: Verification, as_json: bool, out=None) -> i
         print(f"liveness: {liveness_text(verification)}", file=out)
         print("models: " + ", ".join(f"{k}={v}" for k, v in sorted(verification.model_versions.items())), file=out)
         print("timings_ms: " + ", ".join(f"{k}={v:.1f}" for k, v in verification.timings_ms.items()), file=out)
+    return exit_status(verification)
+
+
+def exit_status(verification: Verification) -> int:
+    """0 match, 1 no match, 2 no decision possible."""
     return {Decision.MATCH: EXIT_MATCH, Decision.NO_MATCH: EXIT_NO_MATCH}.get(verification.decision, EXIT_UNDECIDED)
 
 
@@ -133,28 +161,54 @@ def cmd_health(args: argparse.Namespace, settings: Settings) -> int:
     deadline = time.monotonic() + max(0.0, args.wait)
     while True:
         # A new channel per check: one that failed to connect waits out gRPC's growing
-        # reconnect backoff, which would notice a service that just came up late.
+        # reconnect backoff, which would notice a service that just came up late. No
+        # check outlasts --wait by more than HEALTH_POLL_S (an unanswering host would
+        # otherwise add a whole --timeout to it).
+        remaining = deadline - time.monotonic()
+        timeout = min(args.timeout, max(remaining, HEALTH_POLL_S)) if args.wait > 0 else args.timeout
         try:
-            with KioskClient(args.address, ca=args.ca, cert=args.cert, key=args.key, timeout=args.timeout) as client:
+            with KioskClient(
+                args.address, ca=args.ca, cert=args.cert, key=args.key, timeout=timeout, server_name=args.server_name
+            ) as client:
                 state, failure = client.health(args.service), None
         except RemoteError as e:
             state, failure = "", e
         remaining = deadline - time.monotonic()
-        if state == "SERVING" or remaining <= 0:
+        if state == "SERVING" or remaining <= 0 or getattr(failure, "status_code", "") == "NOT_FOUND":
             break
         time.sleep(min(HEALTH_POLL_S, remaining))
+    if getattr(failure, "status_code", "") == "NOT_FOUND":
+        # grpc.health.v1 answers an unknown name with NOT_FOUND and no details.
+        raise KioskError(
+            f"{args.address}: NOT_FOUND: the service has no health status for {args.service!r} "
+            f'(known: "" for the whole server, and {SERVICE_NAME})'
+        )
     if failure is not None:
         raise failure
-    print(state)
+    print(json_text({"address": args.address, "service": args.service, "status": state}) if args.json else state)
     return EXIT_SERVING if state == "SERVING" else EXIT_NOT_SERVING
 
 
 def _progress(items):
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return items
-    return tqdm(items, desc="embedding", unit="image", file=sys.stderr, disable=not sys.stderr.isatty())
+    """A progress bar on a terminal; elsewhere (CI logs, `| tee`) a plain line every 10 % or 30 s."""
+    if sys.stderr.isatty():
+        try:
+            from tqdm import tqdm
+        except ImportError:
+            return items
+        return tqdm(items, desc="embedding", unit="image", file=sys.stderr)
+    return _progress_lines(list(items))
+
+
+def _progress_lines(items: list, every_s: float = 30.0):
+    started = last = time.monotonic()
+    step = max(1, len(items) // 10)
+    for done, item in enumerate(items, start=1):
+        yield item
+        now = time.monotonic()
+        if done % step == 0 or done == len(items) or now - last >= every_s:
+            print(f"embedding: {done} of {len(items)} images ({now - started:.0f} s)", file=sys.stderr, flush=True)
+            last = now
 
 
 def _scored_pairs(args: argparse.Namespace, settings: Settings, pairs):
@@ -167,32 +221,106 @@ def _scored_pairs(args: argparse.Namespace, settings: Settings, pairs):
     )
     embeddings = embed_images(verifier, Path(args.root), [p.a for p in pairs] + [p.b for p in pairs], _progress)
     try:
-        return verifier, score_pairs(pairs, embeddings)
+        without_face = {path for path, embedding in embeddings.items() if embedding is None}
+        return verifier, score_pairs(pairs, embeddings), (len(embeddings), len(without_face))
     finally:
         wipe(embeddings)
 
 
 def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
-    from kiosk.evaluation import read_pairs
+    from kiosk.calibration import REPORTED_FMRS, score_report
+    from kiosk.evaluation import read_pairs, split_scores
 
-    _, scored = _scored_pairs(args, settings, read_pairs(Path(args.pairs)))
-    with open(args.scores_out, "w") as f:
-        f.write("a,b,same,score\n")
-        for s in scored:
-            score = "" if s.score is None else f"{s.score:.6f}"
-            f.write(f"{s.pair.a},{s.pair.b},{int(s.pair.same)},{score}\n")
+    pairs = read_pairs(Path(args.pairs))
+    _, scored, (images, without_face) = _scored_pairs(args, settings, pairs)
+    if args.scores_out:
+        try:
+            with open(args.scores_out, "w") as f:
+                f.write("a,b,same,score\n")
+                for s in scored:
+                    score = "" if s.score is None else f"{s.score:.6f}"
+                    f.write(f"{s.pair.a},{s.pair.b},{int(s.pair.same)},{score}\n")
+        except OSError as e:
+            raise InvalidRequest(f"cannot write {args.scores_out}: {e.strerror}") from None
     missing = sum(s.score is None for s in scored)
-    print(f"scored {len(scored) - missing} of {len(scored)} pairs ({missing} without a usable face) -> {args.scores_out}")
+    # Failure to enrol (ISO/IEC 19795-1): the share of the list's images without a usable face.
+    genuine, impostor = split_scores(scored)
+    report = score_report(genuine, impostor, REPORTED_FMRS) if len(genuine) and len(impostor) else None
+    if args.plot:
+        if report is None:
+            raise InvalidRequest(f"{args.pairs}: a ROC needs genuine and impostor pairs with a usable face")
+        write_plot(Path(args.plot), genuine, impostor, report)
+    summary = {
+        "pairs": len(scored),
+        "pairs_scored": len(scored) - missing,
+        "pairs_without_face": missing,
+        "images": images,
+        "images_without_face": without_face,
+        "failure_to_enrol_rate": without_face / images if images else None,
+        "report": dataclasses.asdict(report) if report else None,
+        "scores_out": args.scores_out,
+        "plot": args.plot,
+    }
+    if args.json:
+        print(json_text(summary))
+        return 0
+    print(f"scored {len(scored) - missing} of {len(scored)} pairs ({missing} without a usable face)")
+    print(
+        f"failure to enrol: {without_face} of {images} images without a usable face "
+        f"({summary['failure_to_enrol_rate'] * 100:.2f} %)"
+    )
+    if report is None:
+        print("no ROC figures: genuine and impostor pairs with a usable face are both needed")
+    else:
+        print(format_report("all pairs", report))
+    for written in (args.scores_out, args.plot):
+        if written:
+            print(f"wrote {written}")
     return 0
 
 
+def write_plot(path: Path, genuine, impostor, report) -> None:
+    """ROC (TAR against FMR) and DET (FNMR against FMR) on log axes, as in ISO/IEC 19795-1 reports."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise InvalidRequest('--plot needs matplotlib: pip install "kiosk[plot]"') from None
+    import numpy as np
+
+    thresholds = np.unique(np.concatenate([genuine, impostor]))
+    fmr = np.array([np.mean(impostor >= t) for t in thresholds])
+    fnmr = np.array([np.mean(genuine < t) for t in thresholds])
+    floor = 0.5 / len(impostor)  # a rate of 0 cannot sit on a log axis
+    figure, (roc, det) = plt.subplots(1, 2, figsize=(10, 4.5))
+    roc.semilogx(np.maximum(fmr, floor), 1 - fnmr)
+    roc.set(xlabel="false match rate", ylabel="true accept rate", title=f"ROC (AUC {report.auc:.4f})")
+    det.loglog(np.maximum(fmr, floor), np.maximum(fnmr, 0.5 / len(genuine)))
+    det.set(xlabel="false match rate", ylabel="false non-match rate", title=f"DET (EER {report.eer * 100:.2f} %)")
+    for axes in (roc, det):
+        axes.grid(True, which="both", alpha=0.3)
+    figure.suptitle(f"{len(genuine)} genuine, {len(impostor)} impostor pairs")
+    figure.tight_layout()
+    try:
+        figure.savefig(path, dpi=100)
+    except OSError as e:
+        raise InvalidRequest(f"cannot write {path}: {e.strerror}") from None
+    finally:
+        plt.close(figure)
+
+
 def format_report(name: str, report) -> str:
+    from kiosk.calibration import impostors_needed
+
     lines = [
         f"{name}: {report.genuine_pairs} genuine, {report.impostor_pairs} impostor pairs; "
         f"AUC {report.auc:.4f}, EER {report.eer * 100:.2f} % (threshold {report.eer_threshold:.4f})"
     ]
     for r in report.at_fmr:
-        caveat = "" if r.enough_impostors else f" [too few impostors: {r.impostor_pairs} < {3 / r.target_fmr:.0f} needed]"
+        needed = impostors_needed(r.target_fmr)
+        caveat = "" if r.enough_impostors else f" [too few impostors: {r.impostor_pairs} < {needed} needed]"
         lines.append(
             f"  FAR {r.target_fmr:g}: TAR {r.tar * 100:.1f} % at threshold {r.threshold:.4f} "
             f"(measured FMR {r.measured_fmr:.2g}){caveat}"
@@ -201,29 +329,41 @@ def format_report(name: str, report) -> str:
 
 
 def cmd_calibrate(args: argparse.Namespace, settings: Settings) -> int:
-    from kiosk.calibration import Calibration, calibration_toml, score_report, strictest_operating_points
+    from kiosk.calibration import Calibration, calibration_toml, score_report, strictest_operating_points, unmeasurable
     from kiosk.evaluation import cross_person_impostors, read_pairs, split_scores
 
+    # The file the service loads is changed only on request (--install); any other
+    # output is a file the operator names and reviews before installing it.
+    installed = settings.models.resolved_dir() / settings.models.calibration
+    out = installed if args.install else Path(args.out)
+    wanted = tuple(sorted(set(args.fmr), reverse=True))
     pairs = read_pairs(Path(args.pairs))
     if args.all_impostors:
         pairs = pairs + cross_person_impostors(pairs)
-    verifier, scored = _scored_pairs(args, settings, pairs)
+    # Refuse before the long embedding run when even every listed impostor pair would be too few.
+    shortfall = unmeasurable(sum(not p.same for p in pairs), wanted)
+    if shortfall and not args.force:
+        raise InvalidRequest(f"{args.pairs}: {shortfall}; add impostor pairs (--all-impostors) or pass --force")
+    verifier, scored, _ = _scored_pairs(args, settings, pairs)
     missing = sum(s.score is None for s in scored)
-    print(f"pairs without a usable face: {missing} of {len(scored)}")
     genuine, impostor = split_scores(scored)
+    if not len(genuine) or not len(impostor):
+        raise InvalidRequest(
+            f"{args.pairs}: {len(genuine)} genuine and {len(impostor)} impostor pairs with a usable face; "
+            "both are needed"
+        )
+    shortfall = unmeasurable(len(impostor), wanted)
+    if shortfall and not args.force:
+        raise InvalidRequest(f"{args.pairs}: {shortfall} (scored pairs); add impostor pairs or pass --force")
     fmrs = tuple(sorted(set(args.fmr) | {1e-2, 1e-3, 1e-4}, reverse=True))
     report = score_report(genuine, impostor, fmrs)
-    print(format_report("all pairs", report))
-    impostor_by_subset = {}
+    impostor_by_subset, reports = {}, {"all pairs": report}
     for subset in sorted({s.pair.subset for s in scored} - {""}):
         g, i = split_scores([s for s in scored if s.pair.subset == subset])
         impostor_by_subset[subset] = i
         if len(g) and len(i):
-            print(format_report(subset, score_report(g, i, fmrs)))
-    wanted = tuple(sorted(set(args.fmr), reverse=True))
+            reports[subset] = score_report(g, i, fmrs)
     points = strictest_operating_points(genuine, impostor, impostor_by_subset, wanted)
-    for p in points:
-        print(f"operating point FMR {p.target_fmr:g}: threshold {p.threshold:.4f}, TAR {p.tar * 100:.1f} % ({p.note})")
     calibration = Calibration(
         embedder=verifier.model_versions["embedder"],
         embedder_sha256=verifier.models.entries["embedder"].sha256,
@@ -233,9 +373,27 @@ def cmd_calibrate(args: argparse.Namespace, settings: Settings) -> int:
         eer=report.eer,
         operating_point=points,
     )
-    out = Path(args.out) if args.out else settings.models.resolved_dir() / settings.models.calibration
-    out.write_text(calibration_toml(calibration))
-    print(f"wrote {len(points)} operating point(s) to {out}")
+    try:
+        out.write_text(calibration_toml(calibration))
+    except OSError as e:
+        raise InvalidRequest(f"cannot write {out}: {e.strerror}") from None
+    if args.json:
+        print(json_text({
+            "pairs": len(scored),
+            "pairs_without_face": missing,
+            "reports": {name: dataclasses.asdict(r) for name, r in reports.items()},
+            "operating_points": [dataclasses.asdict(p) for p in points],
+            "out": str(out),
+            "installed": out == installed,
+        }))  # fmt: skip
+        return 0
+    print(f"pairs without a usable face: {missing} of {len(scored)}")
+    for name, r in reports.items():
+        print(format_report(name, r))
+    for p in points:
+        print(f"operating point FMR {p.target_fmr:g}: threshold {p.threshold:.4f}, TAR {p.tar * 100:.1f} % ({p.note})")
+    note = " (the calibration the service loads: restart it to apply)" if out == installed else ""
+    print(f"wrote {len(points)} operating point(s) to {out}{note}")
     return 0
 
 
@@ -252,6 +410,8 @@ def cmd_liveness_report(args: argparse.Namespace, settings: Settings) -> int:
     from kiosk.pipeline.verifier import Verifier
 
     root = Path(args.root)
+    if not (root / "spoof" / "labels.csv").is_file():
+        raise InvalidRequest(f"{root}: no spoof/labels.csv under --root (the shared faces folder has one)")
     verifier = Verifier.load(settings, calibrated=False, roles=("detector", "liveness"))
     shipped = None
     if args.threshold is None:
@@ -269,33 +429,41 @@ def cmd_liveness_report(args: argparse.Namespace, settings: Settings) -> int:
         created=datetime.date.today().isoformat(),
         rationale=rationale,
     )
-    print(
+    lines = [
         f"scored {sum(p.score is not None for p in presentations)} of {len(presentations)} presentations; "
-        f"no face: {calibration.bona_fide_without_face} bona fide, {calibration.attacks_without_face} attacks"
-    )
-    print(format_figures("shipped" if args.threshold is None else "at --threshold", calibration.shipped))
+        f"no face: {calibration.bona_fide_without_face} bona fide, {calibration.attacks_without_face} attacks",
+        format_figures("shipped" if args.threshold is None else "at --threshold", calibration.shipped),
+    ]
     for point in calibration.at_bpcer:
-        print(format_figures(f"at BPCER {point.target_bpcer * 100:g} %", point.figures))
+        lines.append(format_figures(f"at BPCER {point.target_bpcer * 100:g} %", point.figures))
+    extra = {}
     for pattern in args.extra:
         paths = sorted(p.relative_to(root).as_posix() for p in root.glob(pattern) if p.is_file())
         scored = score_presentations(verifier.passive_score_file, root, [(p, "real", "") for p in paths], _progress)
         scores = [p.score for p in scored if p.score is not None]
         passed = sum(score >= threshold for score in scores)
-        print(f"{pattern}: {passed} of {len(scores)} photos with a face pass ({passed / max(len(scores), 1) * 100:.1f} %)")
+        extra[pattern] = {"photos_with_face": len(scores), "passed": passed}
+        lines.append(
+            f"{pattern}: {passed} of {len(scores)} photos with a face pass ({passed / max(len(scores), 1) * 100:.1f} %)"
+        )
     if args.out:
-        Path(args.out).write_text(liveness_toml(calibration))
-        print(f"wrote {args.out}")
+        try:
+            Path(args.out).write_text(liveness_toml(calibration))
+        except OSError as e:
+            raise InvalidRequest(f"cannot write {args.out}: {e.strerror}") from None
+        lines.append(f"wrote {args.out}")
+    if args.json:
+        print(json_text({"calibration": dataclasses.asdict(calibration), "extra": extra, "out": args.out}))
+    else:
+        print("\n".join(lines))
     return 0
 
 
 def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
     from kiosk.audit import main_verify
 
-    # `kiosk audit verify FILE...`: the tool's name is not one of the files.
-    if args.rest[:1] != ["verify"]:
-        print("usage: kiosk audit verify FILE... [--key-file KEYFILE | --config SETTINGS]", file=sys.stderr)
-        return 2
-    return main_verify(args.rest[1:])
+    # `kiosk audit verify FILE...`: kiosk.audit parses its own arguments (and its --help).
+    return main_verify(args.rest)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -308,20 +476,28 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(handler=cmd_serve)
 
     verify = commands.add_parser("verify", help="verify an ID photo against live photo(s)")
-    verify.add_argument("id_photo")
-    verify.add_argument("live_photos", nargs="+")
-    verify.add_argument("--json", action="store_true")
-    verify.add_argument("--target-fmr", type=float, default=None)
+    verify.add_argument("id_photo", metavar="ID_PHOTO", help="photo of the ID card's picture (JPEG, PNG or BMP)")
+    verify.add_argument("live_photos", metavar="LIVE_PHOTO", nargs="+", help="camera photo(s) of the person")
+    verify.add_argument("--json", action="store_true", help="print the result as JSON (decision, retry_reason, ...)")
+    verify.add_argument(
+        "--target-fmr", type=float, default=None, help="decide at this calibrated FMR (default: decision.target_fmr)"
+    )
     add_client_options(verify)
     verify.set_defaults(handler=cmd_verify)
 
     session = commands.add_parser("session", help="stream frames as a live session to a running server")
-    session.add_argument("--id-photo", required=True)
-    session.add_argument("frames", nargs="+")
-    session.add_argument("--fps", type=float, default=10.0)
-    session.add_argument("--json", action="store_true")
-    session.add_argument("--target-fmr", type=float, default=None)
-    add_client_options(session)
+    session.add_argument("--id-photo", required=True, help="photo of the ID card's picture")
+    session.add_argument("frames", metavar="FRAME", nargs="+", help="camera frames, streamed in this order")
+    session.add_argument("--fps", type=float, default=10.0, help="frames per second to stream (default 10)")
+    session.add_argument(
+        "--json",
+        action="store_true",
+        help="print every event (guidance, frame_result, prompt, decision) as a JSON line",
+    )
+    session.add_argument(
+        "--target-fmr", type=float, default=None, help="decide at this calibrated FMR (default: the server's)"
+    )
+    add_client_options(session, server_required=True)
     session.set_defaults(handler=cmd_session)
 
     health = commands.add_parser(
@@ -330,20 +506,34 @@ def build_parser() -> argparse.ArgumentParser:
     health.add_argument("address", metavar="ADDR", help="host:port or unix:PATH")
     health.add_argument("--service", default="", help='service name, e.g. kiosk.v1.Kiosk (default "": the server)')
     health.add_argument("--wait", type=float, default=0.0, help="keep checking up to this many seconds until serving")
-    health.add_argument("--ca", help="CA certificate that signed the server's certificate (TLS)")
-    health.add_argument("--cert", help="client certificate (mutual TLS)")
-    health.add_argument("--key", help="client private key (mutual TLS)")
+    add_tls_options(health)
     health.add_argument("--timeout", type=float, default=5.0, help="seconds per check")
+    health.add_argument("--json", action="store_true", help='print {"address", "service", "status"} as JSON')
     health.set_defaults(handler=cmd_health)
 
     for name, handler in (("calibrate", cmd_calibrate), ("evaluate", cmd_evaluate)):
         sub = commands.add_parser(name, help=f"{name} on labelled pairs (CSV a,b,same[,subset])")
-        sub.add_argument("--pairs", required=True)
+        sub.add_argument(
+            "--pairs",
+            required=True,
+            metavar="CSV_OR_DIR",
+            help="CSV with columns a,b,same[,subset], or a folder of such CSVs (each file's name is its rows' subset)",
+        )
         sub.add_argument("--root", required=True, help="directory the pair paths are relative to")
+        sub.add_argument("--json", action="store_true", help="print the figures as JSON instead of text")
         sub.set_defaults(handler=handler)
     calibrate = commands.choices["calibrate"]
     calibrate.add_argument("--fmr", type=float, action="append", required=True, help="target FMR (repeatable)")
-    calibrate.add_argument("--out", help="calibration file to write (default: the one the service loads)")
+    target = calibrate.add_mutually_exclusive_group(required=True)
+    target.add_argument("--out", metavar="FILE", help="calibration file to write (review it, then install it)")
+    target.add_argument(
+        "--install", action="store_true", help="overwrite the calibration the service loads (models/calibration.toml)"
+    )
+    calibrate.add_argument(
+        "--force",
+        action="store_true",
+        help="write operating points even where the impostor pairs are too few to measure them (< 3/FMR)",
+    )
     calibrate.add_argument(
         "--all-impostors",
         action="store_true",
@@ -352,7 +542,11 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument(
         "--uncalibrated", action="store_true", help="do not load the current calibration (first calibration of a new model)"
     )
-    commands.choices["evaluate"].add_argument("--scores-out", required=True)
+    evaluate = commands.choices["evaluate"]
+    evaluate.add_argument("--scores-out", metavar="FILE", help="write every pair's score as CSV a,b,same,score")
+    evaluate.add_argument(
+        "--plot", metavar="FILE.png", help='write ROC and DET curves (needs matplotlib: pip install "kiosk[plot]")'
+    )
 
     report = commands.add_parser(
         "liveness-report", help="APCER per attack species and BPCER of passive liveness on a labelled spoof set"
@@ -361,25 +555,48 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--threshold", type=float, help="evaluate this threshold instead of the shipped one")
     report.add_argument("--out", help="write a liveness calibration file (models/liveness.toml format) for the threshold")
     report.add_argument("--rationale", help="why this threshold, stored in the written file")
+    report.add_argument("--json", action="store_true", help="print the figures as JSON instead of text")
     report.add_argument(
         "--extra", action="append", default=[], metavar="GLOB",
         help="also report the share of these photos (relative to --root) that pass; not used for the figures",
     )
     report.set_defaults(handler=cmd_liveness_report)
 
-    audit = commands.add_parser("audit", help="audit log tools: `kiosk audit verify FILE [--key-file K]`")
-    audit.add_argument("rest", nargs=argparse.REMAINDER)
+    audit = commands.add_parser("audit", help="audit log tools (kiosk audit verify --help)")
+    audit_commands = audit.add_subparsers(dest="audit_command", required=True, metavar="{verify}")
+    audit_verify = audit_commands.add_parser(
+        "verify",
+        help="check an audit log's HMAC chain: verify FILE... [--key-file KEYFILE | --config SETTINGS]",
+        add_help=False,
+        prefix_chars="\0",  # every argument, --help included, goes to kiosk.audit's own parser
+    )
+    audit_verify.add_argument("rest", nargs=argparse.REMAINDER)
     audit.set_defaults(handler=cmd_audit)
     return parser
 
 
-def add_client_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--server", help="address of a running service (host:port or unix:PATH)")
-    parser.add_argument("--ca", help="CA certificate that signed the server's certificate (TLS)")
+def add_client_options(parser: argparse.ArgumentParser, server_required: bool = False) -> None:
+    parser.add_argument(
+        "--server",
+        metavar="ADDR",
+        required=server_required,
+        help="address of a running service (host:port or unix:PATH)"
+        + ("" if server_required else "; without it the models run in this process"),
+    )
+    add_tls_options(parser)
+    parser.add_argument("--consent-version", default=None, help="consent text version the person accepted")
+    parser.add_argument("--timeout", type=float, default=30.0, help="seconds the call may take (default 30)")
+
+
+def add_tls_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--ca", help="CA certificate that signed the server's certificate (turns TLS on)")
     parser.add_argument("--cert", help="client certificate (mutual TLS)")
     parser.add_argument("--key", help="client private key (mutual TLS)")
-    parser.add_argument("--consent-version", default=None, help="consent text version the person accepted")
-    parser.add_argument("--timeout", type=float, default=30.0, help="seconds")
+    parser.add_argument(
+        "--server-name",
+        metavar="NAME",
+        help="name the server's certificate must carry (a SAN), when it differs from ADDR's host (TLS)",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -392,6 +609,13 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_UNDECIDED
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `kiosk verify ... | head -3`: the reader left before the output ended. Not a
+        # decision (1 would read as "no match"): say so on stderr and exit 2. Python's
+        # own flush of stdout at exit would fail again, so stdout goes to /dev/null.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        print("kiosk: output closed before it was all written (broken pipe)", file=sys.stderr)
+        return EXIT_UNDECIDED
 
 
 if __name__ == "__main__":

@@ -11,16 +11,18 @@ import json
 import sys
 import uuid
 
-from kiosk.cli import EXIT_UNDECIDED, print_verification
+from kiosk.cli import EXIT_UNDECIDED, exit_status, finding_dict, json_text, print_verification, verification_dict
 from kiosk.client import KioskClient, read_file
 from kiosk.domain import Frame, Verification
 from kiosk.errors import KioskError
-from kiosk.server.calls import Consent, DecisionEvent, GuidanceEvent, PromptEvent
+from kiosk.server.calls import Consent, DecisionEvent, FrameEvent, GuidanceEvent, PromptEvent
 from kiosk.settings import ConsentSettings
 
 
 def _client_from_args(args: argparse.Namespace) -> KioskClient:
-    return KioskClient(args.server, ca=args.ca, cert=args.cert, key=args.key, timeout=args.timeout)
+    return KioskClient(
+        args.server, ca=args.ca, cert=args.cert, key=args.key, timeout=args.timeout, server_name=args.server_name
+    )
 
 
 def _consent_from_args(args: argparse.Namespace) -> Consent:
@@ -85,10 +87,18 @@ def run_session_command(args: argparse.Namespace) -> int:
                     _print_guidance(update, args.json)
                 elif isinstance(update, PromptEvent):
                     _print_prompt(update, args.json)
+                elif isinstance(update, FrameEvent) and args.json:
+                    finding = finding_dict(update.finding) if update.finding else None
+                    event = {"event": "frame_result", "frame_index": update.frame_index, "finding": finding}
+                    print(json_text(event, None), flush=True)
                 elif isinstance(update, DecisionEvent):
                     decision = update.verification
         if decision is None:
             raise KioskError("the server ended the session without a decision")
+        if args.json:
+            # One JSON object per line, like the events before it.
+            print(json_text({"event": "decision", **verification_dict(decision)}, None), flush=True)
+            return exit_status(decision)
         return print_verification(decision, args.json)
     except KioskError as e:
         print(f"kiosk: {e.message}", file=sys.stderr)

@@ -66,6 +66,7 @@ class KioskClient:
         cert: str | Path | None = None,
         key: str | Path | None = None,
         timeout: float = 30.0,
+        server_name: str | None = None,
     ):
         if (cert is None) != (key is None):
             raise KioskError("a client certificate needs its private key, and a key its certificate")
@@ -77,7 +78,12 @@ class KioskClient:
                 private_key=read_file(key, "client key") if key is not None else None,
                 certificate_chain=read_file(cert, "client certificate") if cert is not None else None,
             )
-            self._channel = grpc.secure_channel(address, credentials)
+            # The name the server's certificate must carry (a SAN), when it is not the
+            # address's host: e.g. connecting to 10.0.0.7 with a certificate for kiosk-0042.
+            options = [("grpc.ssl_target_name_override", server_name)] if server_name else []
+            self._channel = grpc.secure_channel(address, credentials, options=options)
+        elif server_name:
+            raise KioskError("--server-name is only used with TLS: give the server's CA certificate too")
         elif cert is not None:
             raise KioskError("a client certificate is only used with TLS: give the server's CA certificate too")
         else:

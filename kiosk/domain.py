@@ -12,6 +12,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+from kiosk.outcomes import DECISION_MESSAGES
+
 
 class Decision(enum.Enum):
     MATCH = "match"
@@ -96,6 +98,12 @@ class Verification:
     timings_ms: dict[str, float] = field(default_factory=dict)
     message: str = ""
     liveness: LivenessOutcome = field(default_factory=LivenessOutcome)
+
+    def __post_init__(self) -> None:
+        # Every decision carries a message a kiosk may show: a MATCH or NO_MATCH made
+        # anywhere (Verify, session, a client's copy) gets the one from kiosk.outcomes.
+        if not self.message and self.decision is not Decision.RETRY:
+            object.__setattr__(self, "message", DECISION_MESSAGES[self.decision.value])
 
 
 class Challenge(enum.Enum):

@@ -83,7 +83,7 @@ class Undecidable(KioskError):
     """A capture problem that makes a decision impossible; becomes a RETRY, not a status.
 
     ``reason`` is a stable snake_case code the kiosk UI and the CLI show
-    (``no_face_in_id_photo``, ``multiple_faces_in_live_photo``, ``low_quality`` ...).
+    (``no_face_in_id_photo``, ``multiple_faces_in_live_frame``, ``low_quality`` ...).
     """
 
     status_code = "OK"

@@ -2,6 +2,17 @@
 
 Each distinct image is embedded once; every pair is then a dot product. Images whose
 face cannot be found get no score, and are counted rather than silently dropped.
+
+Both images of a pair go through the ID-photo detection path (``Verifier.embed_file``:
+the photo padded by a margin, a relaxed second detector pass, no second-face refusal),
+so news photos with bystanders still get a score. Verify detects its live photos on the
+live path instead (no padding, scaled to the profile's ``max_input_side``, a second face
+refused). MTCNN then places the landmarks slightly differently, the aligned crop moves
+by a pixel or so, and the similarity differs: 0.7709 here against 0.7762 from Verify
+for Martin_Scorsese_0002/0003. Over 25 genuine pairs per subset the gap was median
+0.005-0.016, at most 0.027 (webcam), 0.031 (cnceleb), 0.046 (LFW) and 0.071 (K-pop).
+The shipped thresholds were computed on this (evaluation) path;
+tests/integration/test_ops.py pins the cause.
 """
 
 from __future__ import annotations
@@ -13,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kiosk.errors import InvalidImage, Undecidable
+from kiosk.errors import InvalidImage, InvalidRequest, Undecidable
 from kiosk.pipeline.compare import cosine_similarity
 from kiosk.pipeline.types import Embedding
 from kiosk.pipeline.verifier import Verifier
@@ -33,24 +44,66 @@ class ScoredPair:
     score: float | None
 
 
+SAME_VALUES = {"1": True, "true": True, "True": True, "0": False, "false": False, "False": False}
+
+
 def read_pairs(path: Path) -> list[Pair]:
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    if rows and not {"a", "b", "same"} <= set(rows[0]):
-        raise ValueError(f"{path}: expected columns a,b,same (optionally subset)")
-    return [Pair(r["a"], r["b"], r["same"].strip() in ("1", "true", "True"), r.get("subset", "") or "") for r in rows]
+    """Pairs of a CSV (columns a,b,same[,subset]), or of every *.csv in a folder.
+
+    In a folder such as the shared ``pairs_by_subset/``, a file's rows without a subset
+    column take the file's name as their subset (``kpop.csv`` -> ``kpop``), so the
+    per-population figures and thresholds of `kiosk calibrate` need no hand-made CSV.
+    Every problem with the file is an :class:`InvalidRequest` naming the file and row.
+    """
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(path.glob("*.csv"))
+        if not files:
+            raise InvalidRequest(f"{path}: no *.csv pair files in this folder")
+        return [pair for file in files for pair in _read_pair_file(file, default_subset=file.stem)]
+    return _read_pair_file(path, default_subset="")
+
+
+def _read_pair_file(path: Path, default_subset: str) -> list[Pair]:
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+    except FileNotFoundError:
+        raise InvalidRequest(f"{path}: no such pairs file") from None
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise InvalidRequest(f"{path}: cannot read pairs: {e}") from None
+    if not rows:
+        raise InvalidRequest(f"{path}: no pairs (expected a header a,b,same[,subset] and one row per pair)")
+    if not {"a", "b", "same"} <= set(rows[0]):
+        found = ",".join(map(str, rows[0]))
+        raise InvalidRequest(f"{path}: expected columns a,b,same (optionally subset), found {found}")
+    pairs = []
+    for line, row in enumerate(rows, start=2):
+        same = SAME_VALUES.get((row["same"] or "").strip())
+        if not row["a"] or not row["b"] or same is None:
+            raise InvalidRequest(f"{path}, line {line}: expected two image paths and same = 1 or 0")
+        pairs.append(Pair(row["a"], row["b"], same, (row.get("subset") or default_subset).strip()))
+    return pairs
 
 
 def embed_images(
     verifier: Verifier, root: Path, paths: Iterable[str], progress: Callable[[Iterable[str]], Iterable[str]] = iter
 ) -> dict[str, Embedding | None]:
     """Embedding of each image's subject face (None when no usable face), quality not gated."""
+    if not root.is_dir():
+        raise InvalidRequest(f"{root}: --root is not a folder")
     embeddings: dict[str, Embedding | None] = {}
     for relative in progress(sorted(set(paths))):
         try:
             embeddings[relative] = verifier.embed_file(root / relative)
         except (Undecidable, InvalidImage):
             embeddings[relative] = None
+        except OSError as e:
+            # A missing image is a wrong --root or a stale CSV, not a face that was not found.
+            wipe(embeddings)
+            raise InvalidRequest(
+                f"cannot read {root / relative}: {e.strerror} (paths are relative to --root)"
+            ) from None
     return embeddings
 
 

@@ -273,8 +273,9 @@ class LivenessChallengeSettings:
     10 degrees and pitch by 0.15 per 10 degrees.
     """
 
-    # Ask for challenges in live sessions. Off, a session decides on the face match
-    # alone and reports liveness NOT_PERFORMED: only for tests and lab set-ups.
+    # Ask for challenges in live sessions. Off, a session asks for none and its liveness
+    # rests on the passive model alone: PASSED with the lowest passive score, or RETRY
+    # liveness_failed with failed_check "passive". Only for tests and lab set-ups.
     enabled: bool = True
     # Challenges a session draws from: blink, turn_left, turn_right, open_mouth, nod.
     challenges: tuple[str, ...] = CHALLENGE_NAMES

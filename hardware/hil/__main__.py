@@ -12,16 +12,21 @@ import os
 import sys
 from pathlib import Path
 
-import kiosk.pipeline  # noqa: F401  (OpenCV's decoder ceilings before cv2 loads)
+if not __package__:
+    # Run as `python CHECKOUT/hardware/hil ...` from any directory: the board tools
+    # (hardware/) are not installed, so the checkout itself goes on the path.
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from hardware.hil import corpus
-from hardware.hil.local import LocalService, ServiceFailed
-from hardware.hil.probes import LocalProbe, SshProbe
-from hardware.hil.report import format_table, summarise
-from hardware.hil.runner import RunConfig, run
-from kiosk.client import RemoteError
-from kiosk.errors import ConfigError
-from kiosk.runtime.profile import select_profile
+import kiosk.pipeline  # noqa: E402, F401  (OpenCV's decoder ceilings before cv2 loads)
+
+from hardware.hil import corpus  # noqa: E402
+from hardware.hil.local import LocalService, ServiceFailed  # noqa: E402
+from hardware.hil.probes import LocalProbe, SshProbe  # noqa: E402
+from hardware.hil.report import format_table, summarise  # noqa: E402
+from hardware.hil.runner import RunConfig, run  # noqa: E402
+from kiosk.client import RemoteError  # noqa: E402
+from kiosk.errors import ConfigError  # noqa: E402
+from kiosk.runtime.profile import select_profile  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent.parent
 

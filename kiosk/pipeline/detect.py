@@ -261,6 +261,6 @@ def dominant_face(faces: list[FaceDetection], width: int, height: int, role: Ima
         for other in ranked[1:]:
             if math.sqrt(other.box.width * other.box.height) >= COMPARABLE_FACE_RATIO * subject_side:
                 raise MultipleFaces(
-                    "multiple_faces_in_live_photo", "more than one person is in front of the camera"
+                    "multiple_faces_in_live_frame", "more than one person is in front of the camera"
                 )
     return subject

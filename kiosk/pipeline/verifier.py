@@ -73,9 +73,9 @@ class Verifier:
         self.liveness_calibration = liveness_calibration
         self.settings = settings
         self.profile = profile
-        # The models a Verify runs: the face mesh serves only the session's challenges,
-        # which adds it to the versions it reports.
-        self.model_versions = {role: version for role, version in models.versions.items() if role != "face_mesh"}
+        # Every loaded model, the face mesh included (sessions' challenges run on it):
+        # GetInfo, metrics and audit records name the same versions.
+        self.model_versions = dict(models.versions)
         threshold = liveness_calibration.threshold if liveness_calibration is not None else None
         self.rules = AnalysisRules.of(settings, profile, threshold)
         self.image_limits = self.rules.image_limits

@@ -32,7 +32,6 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from kiosk import logs
 from kiosk.audit import AuditLog, open_audit_log
@@ -46,7 +45,9 @@ from kiosk.server.metrics import ServiceMetrics
 from kiosk.server.observe import CallObserver
 from kiosk.server.policy import ServicePolicy
 from kiosk.server.ratelimit import RateLimiter
+from kiosk.server.reflection import enable_server_reflection
 from kiosk.server.servicer import KioskServicer, VerifierSlot
+from kiosk.server.startup import bind_failure, check_startup
 from kiosk.settings import Settings, TlsSettings
 from kiosk.v1 import kiosk_pb2, kiosk_pb2_grpc
 
@@ -266,8 +267,8 @@ def build_server(
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     credentials = server_credentials(service.tls) if _tls_configured(service.tls) else None
     if service.reflection and credentials is None:
-        names = (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)
-        reflection.enable_server_reflection(names, server)
+        # Under grpc.reflection.v1 and v1alpha (kiosk/server/reflection.py).
+        enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME), server)
     elif service.reflection:
         LOG.info("server reflection is off: TLS listeners are reachable from the network")
     ports = tuple(_bind(server, listener, credentials, socket_group) for listener in listeners)
@@ -303,12 +304,15 @@ def _bind(
             return server.add_secure_port(listener.spec, credentials)
         return server.add_insecure_port(listener.spec)
     except (RuntimeError, OSError) as e:
-        raise ConfigError(f"cannot listen on {listener.spec}: {e}") from None
+        reason = str(e) if listener.is_unix else bind_failure(listener.host, listener.port)
+        raise ConfigError(f"cannot listen on {listener.spec}: {reason}") from None
 
 
 def serve_forever(settings: Settings) -> int:
     """Run the service until SIGTERM or SIGINT, then shut down gracefully; returns the exit status."""
     logs.configure()
+    # Settings that can never serve stop start-up here, before any listener opens.
+    check_startup(settings)
     # Before any listener opens or model loads: no request may ever reach an unhardened process.
     harden_process(LOG)
     stopping = threading.Event()

@@ -116,7 +116,7 @@ def test_verify_genuine_pair_matches_and_is_audited(kiosk, photos):
     ]
     assert all(f.HasField("box") and f.quality for f in response.findings)
     assert set(response.model_versions) == {
-        "mtcnn_pnet", "mtcnn_rnet", "mtcnn_onet", "embedder", "eye_state", "liveness"
+        "mtcnn_pnet", "mtcnn_rnet", "mtcnn_onet", "embedder", "eye_state", "liveness", "face_mesh"
     }  # fmt: skip
     assert response.timings_ms["embed"] > 0
     # The live photo was checked by the passive-liveness model (the ID photo never is).
@@ -647,10 +647,11 @@ def test_cli_session_prints_guidance_then_the_decision(start_server, photos, cli
     ]
 
     assert cli.main([*args, "--json", "--id-photo", str(photos.stranger), *frames]) == 1
-    out = cli_stdout.readouterr().out.splitlines()
-    guidance = [json.loads(line) for line in out[:3]]
+    # One JSON object per line: guidance, frame results and, last, the decision.
+    events = [json.loads(line) for line in cli_stdout.readouterr().out.splitlines()]
+    guidance = [e for e in events if e["event"] == "guidance"]
     assert [g["guidance"][0]["code"] for g in guidance] == ["NO_FACE", "GOOD_FRAME", "GOOD_FRAME"]
-    assert json.loads("\n".join(out[3:]))["decision"] == "no_match"
+    assert (events[-1]["event"], events[-1]["decision"]) == ("decision", "no_match")
 
 
 def test_kiosk_serve_reaches_serving_and_exits_0_on_sigterm():

@@ -339,4 +339,4 @@ def test_kiosk_session_cli_prints_the_prompt_and_the_refusal(start_server, faces
     lines = capsys.readouterr().out.splitlines()
     [prompt] = [line for line in lines if line.startswith("challenge ")]
     assert prompt.startswith("challenge 0: ") and prompt.endswith("(by 3200 ms)")
-    assert "decision: liveness_failed" in lines
+    assert "decision: retry" in lines and "retry_reason: liveness_failed" in lines

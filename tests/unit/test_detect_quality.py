@@ -42,7 +42,7 @@ def test_central_subject_beats_larger_bystander_at_the_edge():
 def test_second_comparable_face_in_a_live_frame_is_refused():
     with pytest.raises(MultipleFaces) as caught:
         dominant_face([face(200, 150, 200), face(420, 160, 170)], 640, 480, ImageRole.LIVE_FRAME)
-    assert caught.value.reason == "multiple_faces_in_live_photo"
+    assert caught.value.reason == "multiple_faces_in_live_frame"
 
 
 def test_small_background_face_is_ignored():
