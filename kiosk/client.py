@@ -37,6 +37,7 @@ from kiosk.server.calls import (
     SessionUpdate,
     VerifyCall,
 )
+from kiosk.receipts import SignedReceipt, write_receipt_file
 from kiosk.server.info import ServiceInfo
 from kiosk.settings import ConsentSettings
 from kiosk.v1 import kiosk_pb2, kiosk_pb2_grpc
@@ -98,12 +99,27 @@ class KioskClient:
         request_id: str = "",
         device_id: str = "",
     ) -> Verification:
+        return self.verify_with_receipt(
+            id_photo, live_photos, consent=consent, target_fmr=target_fmr, request_id=request_id, device_id=device_id
+        )[0]
+
+    def verify_with_receipt(
+        self,
+        id_photo: bytes,
+        live_photos: Sequence[bytes],
+        *,
+        consent: Consent,
+        target_fmr: float | None = None,
+        request_id: str = "",
+        device_id: str = "",
+    ) -> tuple[Verification, SignedReceipt | None]:
+        """``verify``, plus the decision's signed receipt (None from a server that sends none)."""
         call = VerifyCall(CallMeta(request_id, device_id, consent, target_fmr), id_photo, tuple(live_photos))
         try:
             response = self._stub.Verify(convert.verify_call_to_proto(call), timeout=self.timeout)
         except grpc.RpcError as e:
             raise RemoteError(self.address, e) from None
-        return convert.verification_from_proto(response)
+        return convert.verification_from_proto(response), convert.receipt_from_proto(response)
 
     def session(
         self,
@@ -193,13 +209,18 @@ def _consent_from_args(args: argparse.Namespace) -> Consent:
 def remote_verify(args: argparse.Namespace, id_photo: bytes, live_photos: list[bytes]) -> Verification:
     """`kiosk verify --server ADDR`: the same verification, computed by a running service."""
     with _client_from_args(args) as client:
-        return client.verify(
+        verification, receipt = client.verify_with_receipt(
             id_photo,
             live_photos,
             consent=_consent_from_args(args),
             target_fmr=args.target_fmr,
             request_id=uuid.uuid4().hex,
         )
+    if getattr(args, "receipt_out", None):
+        if receipt is None:
+            raise KioskError(f"{args.server} sent no receipt (a service older than receipts?): nothing written")
+        write_receipt_file(args.receipt_out, receipt)
+    return verification
 
 
 def _print_guidance(event: GuidanceEvent, as_json: bool) -> None:

@@ -35,10 +35,11 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from kiosk import logs
-from kiosk.audit import AuditLog, open_audit_log
+from kiosk.audit import AuditCheckpoints, AuditLog, open_audit_log
 from kiosk.errors import ConfigError
 from kiosk.pipeline.decode import check_opencv
 from kiosk.pipeline.verifier import Verifier
+from kiosk.receipts import DeviceSigner, Provenance, ReceiptIssuer, open_signer
 from kiosk.runtime.hardening import harden_process
 from kiosk.server.info import collect_info
 from kiosk.server.interceptors import CallGuard
@@ -219,13 +220,18 @@ class KioskServer:
 
 
 def build_server(
-    settings: Settings, verifier: Verifier | None = None, *, audit: AuditLog | None = None
+    settings: Settings,
+    verifier: Verifier | None = None,
+    *,
+    audit: AuditLog | None = None,
+    signer: DeviceSigner | None = None,
 ) -> tuple[KioskServer, tuple[int, ...]]:
     """The server bound to every ``service.listen`` address, not yet started.
 
     Returns it with the bound ports in ``listen`` order (0 for unix sockets), so tests
     can listen on port 0. Without ``verifier`` it answers NOT_SERVING/UNAVAILABLE
-    until ``ready()``. ``audit`` stays owned by the caller.
+    until ``ready()``. ``audit`` stays owned by the caller. ``signer`` signs receipts;
+    without one, ``[receipts] key_file``'s key (or an ephemeral one) is used.
     """
     listeners = _check_service_settings(settings)
     # A bad metrics address fails here, before anything is bound.
@@ -257,8 +263,13 @@ def build_server(
         ],
     )
     slot = VerifierSlot()
+    if signer is None:
+        signer = open_signer(settings.receipts.key_file, LOG)
+    receipts = ReceiptIssuer(
+        signer, Provenance.from_settings(settings), challenges=settings.liveness_challenge.enabled
+    )
     kiosk_pb2_grpc.add_KioskServicer_to_server(
-        KioskServicer(settings, ServicePolicy(settings, audit), slot), server
+        KioskServicer(settings, ServicePolicy(settings, audit), slot, receipts), server
     )
     health_servicer = health.HealthServicer()
     for name in ("", SERVICE_NAME):
@@ -319,8 +330,20 @@ def serve_forever(settings: Settings) -> int:
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     audit = open_audit_log(settings.audit)
+    checkpoints = None
     try:
-        server, ports = build_server(settings, audit=audit)
+        signer = open_signer(settings.receipts.key_file, LOG)
+        if audit is not None:
+            # The chain's head is signed now, periodically and at shutdown (kiosk.audit, "Checkpoints").
+            checkpoints = AuditCheckpoints(
+                audit,
+                signer,
+                interval_s=settings.audit.checkpoint_interval_s,
+                device_id=settings.service.device_id,
+                log=LOG,
+            )
+            checkpoints.start()
+        server, ports = build_server(settings, audit=audit, signer=signer)
         server.start()
         for spec, port in zip(settings.service.listen, ports):
             LOG.info("listening on %s", f"{spec.rpartition(':')[0]}:{port}" if port else spec)
@@ -349,6 +372,8 @@ def serve_forever(settings: Settings) -> int:
             server.stop(grace).wait()
             LOG.info("stopped")
     finally:
+        if checkpoints is not None:
+            checkpoints.close()  # after the last call: the final head is what it signs
         if audit is not None:
             audit.close()
         for sig, handler in previous.items():
