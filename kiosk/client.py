@@ -22,6 +22,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from kiosk.channel import ChannelError, create_channel
 from kiosk.cli import EXIT_UNDECIDED, print_verification
 from kiosk.errors import KioskError
 from kiosk.pipeline.session import Frame
@@ -70,24 +71,27 @@ class KioskClient:
         cert: str | Path | None = None,
         key: str | Path | None = None,
         timeout: float = 30.0,
+        server_name: str | None = None,
+        service_config: str | dict | None = None,
     ):
-        if (cert is None) != (key is None):
-            raise KioskError("a client certificate needs its private key, and a key its certificate")
         self.address = address
         self.timeout = timeout
-        if ca is not None:
-            credentials = grpc.ssl_channel_credentials(
-                root_certificates=_read_file(ca, "CA certificate"),
-                private_key=_read_file(key, "client key") if key is not None else None,
-                certificate_chain=_read_file(cert, "client certificate") if cert is not None else None,
+        # Any gRPC target; several addresses are load-balanced with health checks and
+        # retries (kiosk.channel says how, and how to override it).
+        try:
+            self._channel = create_channel(
+                address, ca=ca, cert=cert, key=key, server_name=server_name, service_config=service_config
             )
-            self._channel = grpc.secure_channel(address, credentials)
-        elif cert is not None:
-            raise KioskError("a client certificate is only used with TLS: give the server's CA certificate too")
-        else:
-            self._channel = grpc.insecure_channel(address)
+            # Health is asked on a channel of its own without client-side health checking:
+            # that would never pick a NOT_SERVING replica, so could never report one.
+            self._health_channel = create_channel(
+                address, ca=ca, cert=cert, key=key, server_name=server_name, service_config=service_config,
+                health_check=False,
+            )
+        except ChannelError as e:
+            raise KioskError(str(e)) from None
         self._stub = kiosk_pb2_grpc.KioskStub(self._channel)
-        self._health = health_pb2_grpc.HealthStub(self._channel)
+        self._health = health_pb2_grpc.HealthStub(self._health_channel)
 
     def verify(
         self,
@@ -186,6 +190,7 @@ class KioskClient:
 
     def close(self) -> None:
         self._channel.close()
+        self._health_channel.close()
 
     def __enter__(self) -> KioskClient:
         return self
@@ -198,7 +203,10 @@ class KioskClient:
 
 
 def _client_from_args(args: argparse.Namespace) -> KioskClient:
-    return KioskClient(args.server, ca=args.ca, cert=args.cert, key=args.key, timeout=args.timeout)
+    return KioskClient(
+        args.server, ca=args.ca, cert=args.cert, key=args.key, timeout=args.timeout,
+        service_config=getattr(args, "service_config", None),
+    )
 
 
 def _consent_from_args(args: argparse.Namespace) -> Consent:
