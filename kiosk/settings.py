@@ -92,6 +92,10 @@ class ServiceSettings:
     # Group owning the unix sockets (mode 0660), e.g. the kiosk UI's; empty keeps the
     # service user's primary group.
     unix_socket_group: str = ""
+    # Plain-text listener serving only grpc.health.v1 ("host:port"; empty = none), for
+    # probes that cannot present a client certificate, e.g. Kubernetes' native gRPC
+    # probes against a mutual-TLS service. It answers nothing but health.
+    health_listen: str = ""
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,7 @@ from kiosk.server.interceptors import CallGuard
 from kiosk.server.metrics import ServiceMetrics
 from kiosk.server.observe import CallObserver
 from kiosk.server.policy import ServicePolicy
+from kiosk.server.probes import build_probe_server
 from kiosk.server.ratelimit import RateLimiter
 from kiosk.server.servicer import KioskServicer, VerifierSlot
 from kiosk.settings import Settings, TlsSettings
@@ -188,9 +189,14 @@ class KioskServer:
         self._metrics_listener = metrics_listener
         # The bound metrics port once started; 0 while metrics are off.
         self.metrics_port = 0
+        # Health-only plain-text listener (service.health_listen) and its port; None/0 when off.
+        self.probe_server: grpc.Server | None = None
+        self.probe_port = 0
 
     def start(self) -> None:
         self.grpc_server.start()
+        if self.probe_server is not None:
+            self.probe_server.start()
         if self._metrics_listener is not None:
             listener = self._metrics_listener
             try:
@@ -216,6 +222,10 @@ class KioskServer:
         self.metrics.stopping()
         stopped = self.grpc_server.stop(grace)
         self.metrics.close()
+        if self.probe_server is not None:
+            # Probes keep seeing NOT_SERVING while calls drain, then the port closes.
+            probe = self.probe_server
+            threading.Thread(target=lambda: (stopped.wait(), probe.stop(0)), daemon=True).start()
         return stopped
 
 
@@ -283,6 +293,8 @@ def build_server(
         LOG.info("server reflection is off: TLS listeners are reachable from the network")
     ports = tuple(_bind(server, listener, credentials, socket_group) for listener in listeners)
     kiosk_server = KioskServer(server, health_servicer, slot, settings, metrics, metrics_listener)
+    if service.health_listen:
+        kiosk_server.probe_server, kiosk_server.probe_port = build_probe_server(service.health_listen, health_servicer)
     if verifier is not None:
         kiosk_server.ready(verifier)
     return kiosk_server, ports
@@ -347,6 +359,9 @@ def serve_forever(settings: Settings) -> int:
         server.start()
         for spec, port in zip(settings.service.listen, ports):
             LOG.info("listening on %s", f"{spec.rpartition(':')[0]}:{port}" if port else spec)
+        if server.probe_port:
+            host = settings.service.health_listen.rpartition(":")[0]
+            LOG.info("health probes (grpc.health.v1 only, plain text) on %s:%d", host, server.probe_port)
         if server.metrics_port:
             host = settings.metrics.listen.rpartition(":")[0]
             LOG.info("metrics on http://%s:%d/metrics", host, server.metrics_port)

@@ -18,6 +18,7 @@ from collections import Counter
 from pathlib import Path
 
 import grpc
+import pytest
 
 from kiosk.client import KioskClient, RemoteError
 from kiosk.receipts import RECEIPT_TYPE, parse_public_key, verify_signed
@@ -176,3 +177,32 @@ def test_client_reaches_the_service_through_every_target_form(start_server, tmp_
     loading = start_server(verifier=None)
     with KioskClient(f"ipv4:{loading.address}", timeout=5) as client:
         assert client.health("kiosk.v1.Kiosk") == "NOT_SERVING"
+
+
+def test_health_probe_port_answers_health_only_in_plain_text(start_server, tls_files):
+    """A mutual-TLS service still answers Kubernetes' plain gRPC probes on service.health_listen, and nothing else."""
+    import dataclasses
+
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from kiosk.settings import ServiceSettings, Settings
+
+    service = ServiceSettings(listen=("127.0.0.1:0",), tls=tls_files.server_settings(), health_listen="127.0.0.1:0")
+    kiosk = start_server(dataclasses.replace(Settings(), service=service))
+    probe = f"127.0.0.1:{kiosk.server.probe_port}"
+    assert kiosk.server.probe_port
+    with grpc.insecure_channel(probe) as channel:
+        check = health_pb2_grpc.HealthStub(channel).Check
+        for name in ("", "kiosk.v1.Kiosk"):
+            assert check(health_pb2.HealthCheckRequest(service=name), timeout=TIMEOUT).status == 1  # SERVING
+        # No kiosk method is served there, in plain text or at all.
+        with pytest.raises(grpc.RpcError) as caught:
+            kiosk_pb2_grpc.KioskStub(channel).GetInfo(pb.InfoRequest(), timeout=TIMEOUT)
+        assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        # A graceful stop shows on the probe port first: NOT_SERVING while calls drain.
+        kiosk.server.health.enter_graceful_shutdown()
+        assert check(health_pb2.HealthCheckRequest(service="kiosk.v1.Kiosk"), timeout=TIMEOUT).status == 2
+    # The main listener still wants a client certificate.
+    with grpc.insecure_channel(kiosk.address) as channel:
+        with pytest.raises(grpc.RpcError):
+            health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
