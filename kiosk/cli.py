@@ -381,6 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
     session.add_argument("--fps", type=float, default=10.0)
     session.add_argument("--json", action="store_true")
     session.add_argument("--target-fmr", type=float, default=None)
+    session.add_argument("--receipt-out", metavar="FILE", help="write the decision's signed receipt here")
     add_client_options(session)
     session.set_defaults(handler=cmd_session)
 

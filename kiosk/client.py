@@ -262,6 +262,7 @@ def run_session_command(args: argparse.Namespace) -> int:
             for i, path in enumerate(args.frames)
         ]
         decision: Verification | None = None
+        receipt: SignedReceipt | None = None
         with _client_from_args(args) as client:
             updates = client.session(
                 id_photo,
@@ -277,9 +278,13 @@ def run_session_command(args: argparse.Namespace) -> int:
                 elif isinstance(update, PromptEvent):
                     _print_prompt(update, args.json)
                 elif isinstance(update, DecisionEvent):
-                    decision = update.verification
+                    decision, receipt = update.verification, update.receipt
         if decision is None:
             raise KioskError("the server ended the session without a decision")
+        if getattr(args, "receipt_out", None):
+            if receipt is None:
+                raise KioskError(f"{args.server} sent no receipt (a service older than receipts?): nothing written")
+            write_receipt_file(args.receipt_out, receipt)
         return print_verification(decision, args.json)
     except KioskError as e:
         print(f"kiosk: {e.message}", file=sys.stderr)

@@ -336,7 +336,9 @@ def session_update_from_proto(event: pb.SessionEvent) -> SessionUpdate:
         finding = _finding_from_proto(result.finding) if result.HasField("finding") else None
         return FrameEvent(result.frame_index, finding)
     if kind == "decision":
-        return DecisionEvent(verification_from_proto(event.decision), event.decision.audit_id)
+        return DecisionEvent(
+            verification_from_proto(event.decision), event.decision.audit_id, receipt_from_proto(event.decision)
+        )
     if kind == "prompt":
         return PromptEvent(_prompt_from_proto(event.prompt))
     raise KioskError("the server sent an empty session event")

@@ -90,6 +90,21 @@ def test_session_decision_carries_a_receipt_and_an_unset_key_is_ephemeral(start_
     assert fields["audit"] == {"seq": record["seq"], "chain_hash": record["mac"]}
 
 
+def test_cli_session_writes_its_receipt(start_server, photos, tmp_path, capsys):
+    kiosk = start_server(settings_with(challenges=False))
+    info = kiosk.stub().GetInfo(pb.InfoRequest(), timeout=TIMEOUT)
+    public = tmp_path / "served.pub"
+    public.write_text(info.receipt_public_key)
+    out = tmp_path / "session.json"
+    frames = [str(p) for p in photos.nuaa_frames[:4]]
+    args = ["session", "--server", kiosk.address, "--id-photo", str(photos.nuaa_id), *frames, "--receipt-out", str(out)]
+    assert cli_main(args) == 0
+    capsys.readouterr()
+    assert cli_main(["receipt", "verify", str(out), "--public-key", str(public), "--json"]) == 0
+    fields = json.loads(capsys.readouterr().out)
+    assert (fields["method"], fields["decision"]) == ("VerifySession", "match")
+
+
 def _audit_verify(capsys, *args: str) -> tuple[int, str]:
     code = cli_main(["audit", "verify", *args])
     return code, capsys.readouterr().out

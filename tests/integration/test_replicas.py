@@ -2,11 +2,13 @@
 
 A client (``kiosk.client.KioskClient``, i.e. ``kiosk.channel``'s default service config:
 round_robin, client-side health checking, retry on UNAVAILABLE) drives Verify calls
-from a few threads through ``ipv4:A,B,C``. Mid-run one replica is killed (SIGKILL, its
-in-flight calls cut) and later another is drained (SIGTERM: health NOT_SERVING, then
-graceful stop). Every call must still get its decision, and the calls must spread over
-the replicas. Each replica signs with its own ephemeral key, so a receipt's ``key_id``
-tells which replica answered; the per-replica counts are printed (run with -s).
+from a few threads through ``ipv4:A,B,C``. Mid-run one replica is frozen (SIGSTOP)
+until a Verify is in flight on it, then killed (SIGKILL), so the kill cuts a call; later
+another is drained (SIGTERM: health NOT_SERVING, then graceful stop). Every call must
+still get its decision, and the calls must spread over the replicas. gRPC's channelz
+counts show the cut attempts and that the channel saw none fail. Each replica signs
+with its own ephemeral key, so a receipt's ``key_id`` tells which replica answered;
+the per-replica counts are printed (run with -s).
 """
 
 from __future__ import annotations
@@ -45,6 +47,41 @@ def _key_id(address: str) -> tuple[str, object]:
     return key_id(_public_raw(public_key)), public_key
 
 
+CALLS = ("callsStarted", "callsSucceeded", "callsFailed")
+
+
+def _channelz(target: str) -> tuple[Counter, dict[str, Counter]]:
+    """Calls started/succeeded/failed on the live channels to ``target``, and per address (gRPC channelz).
+
+    Channel counts are what the application sees, after gRPC's retries. Address
+    (subchannel) counts are per attempt, and include each connection's health-watch
+    stream; channels with the same options share subchannels, so each is counted once.
+    """
+    import json
+
+    from grpc._cython import cygrpc  # channelz has no public Python query API (grpcio-channelz serves it over gRPC)
+
+    channels: Counter = Counter()
+    addresses: dict[str, Counter] = {}
+    seen: set[int] = set()
+    for channel in json.loads(cygrpc.channelz_get_top_channels(0)).get("channel", []):
+        if channel["data"]["target"] != target:
+            continue
+        channels.update({k: int(channel["data"].get(k, 0)) for k in CALLS})
+        for ref in channel.get("subchannelRef", []):
+            if int(ref["subchannelId"]) in seen:
+                continue
+            seen.add(int(ref["subchannelId"]))
+            data = json.loads(cygrpc.channelz_get_subchannel(int(ref["subchannelId"])))["subchannel"]["data"]
+            counts = addresses.setdefault(data["target"].removeprefix("ipv4:"), Counter())
+            counts.update({k: int(data.get(k, 0)) for k in CALLS})
+    return channels, addresses
+
+
+def _open_calls(counts: Counter) -> int:
+    return counts["callsStarted"] - counts["callsSucceeded"] - counts["callsFailed"]
+
+
 def test_replicas_share_the_load_and_failover_loses_no_call(tmp_path: Path, photos):
     replicas = []
     try:
@@ -67,8 +104,11 @@ def test_replicas_share_the_load_and_failover_loses_no_call(tmp_path: Path, phot
         stop = threading.Event()
         started = time.monotonic()
 
+        clients = [KioskClient(target, timeout=TIMEOUT) for _ in range(THREADS)]
+
         def drive(worker: int) -> None:
-            with KioskClient(target, timeout=TIMEOUT) as client:
+            client = clients[worker]
+            if True:
                 i = 0
                 while not stop.is_set():
                     request_id = f"w{worker}-{i}"
@@ -104,7 +144,13 @@ def test_replicas_share_the_load_and_failover_loses_no_call(tmp_path: Path, phot
             w.start()
         try:
             wait_for(0.0, (0, 1, 2), "before the kill")
-            # Calls are in flight on every replica all the time (THREADS callers, no pauses).
+            # Freeze replica 0 and kill it once a Verify is known to be in flight on it
+            # (besides its health-watch stream): the kill must cut a call, not just miss one.
+            replicas[0].process.send_signal(signal.SIGSTOP)
+            while time.monotonic() - started < RUN_LIMIT_S:
+                if _open_calls(_channelz(target)[1].get(replicas[0].address, Counter())) >= 2:
+                    break
+                time.sleep(0.05)
             replicas[0].process.send_signal(signal.SIGKILL)
             killed_at = time.monotonic() - started
             wait_for(killed_at, (1, 2), "after the kill")
@@ -116,6 +162,9 @@ def test_replicas_share_the_load_and_failover_loses_no_call(tmp_path: Path, phot
             for w in workers:
                 w.join(TIMEOUT * 2)
         elapsed = time.monotonic() - started
+        channelz, per_address = _channelz(target)
+        for client in clients:
+            client.close()
         drain_exit = replicas[1].process.wait(TIMEOUT)
     finally:
         for replica in replicas:
@@ -134,6 +183,9 @@ def test_replicas_share_the_load_and_failover_loses_no_call(tmp_path: Path, phot
     )
 
     assert not failures, failures[:5]
+    # gRPC itself saw every call succeed: none failed and was hidden from the workers ...
+    assert channelz["callsFailed"] == 0 and channelz["callsSucceeded"] == channelz["callsStarted"] == len(answered)
+
     assert drain_exit == 0
     # Nothing lost: every call a worker started was answered once (ids are consecutive per worker).
     ids = Counter(request_id for _, _, request_id in answered)
@@ -154,6 +206,17 @@ def test_replicas_share_the_load_and_failover_loses_no_call(tmp_path: Path, phot
     retried = audited[0] - {rid for _, r, rid in answered if r == 0}
     in_flight = {name: sum(a < at < b for a, b in spans) for name, at in (("kill", killed_at), ("drain", drained_at))}
     print(f"calls in flight at the kill: {in_flight['kill']}, at the drain: {in_flight['drain']} (all answered)")
+    print(f"gRPC channels (channelz): {channelz['callsStarted']} calls started, "
+          f"{channelz['callsSucceeded']} succeeded, {channelz['callsFailed']} failed")
+    for n, replica in enumerate(replicas):
+        counts = per_address[replica.address]
+        print(f"r{n} attempts: {counts['callsStarted']} started, {counts['callsSucceeded']} succeeded, "
+              f"{counts['callsFailed']} failed (health-watch stream included)")
+    # r0's failed attempts: the Verify calls its death cut, plus its health-watch stream.
+    cut = per_address[replicas[0].address]["callsFailed"] - 1
+    print(f"Verify calls cut by the kill and retried on another replica: {cut}")
+    # The kill cut at least one attempt on r0, and gRPC retried it elsewhere.
+    assert cut >= 1, per_address
     print(f"calls r0 had decided (audited) when killed, answered again by another replica: {len(retried)}")
     assert all(rid in ids for rid in retried)
 
