@@ -873,18 +873,25 @@ def main_verify(argv: Sequence[str]) -> int:
     )
     parser.add_argument(
         "--public-key", type=Path, metavar="KEY.pem",
-        help="the device's receipt public key: every checkpoint's and receipt's signature must verify against it",
+        help="the device's receipt public key: every checkpoint's and receipt's signature must verify against it "
+        "(default with --config: receipts.key_file + .pub)",
     )
     try:
         args = parser.parse_args(list(argv))
     except SystemExit as e:  # argparse exits; a caller of this function wants a code
         return 0 if e.code in (0, None) else 2
     try:
-        key_file = args.key_file
-        if key_file is None and args.config is not None:
+        key_file, public_key_file = args.key_file, args.public_key
+        if args.config is not None:
             from kiosk.settings import load_settings  # only the CLI path needs settings
 
-            key_file = load_settings(args.config).audit.key_file or None
+            settings = load_settings(args.config)
+            key_file = key_file or settings.audit.key_file or None
+            # The device's own receipt key: its public half sits beside it (kiosk keygen).
+            if public_key_file is None and settings.receipts.key_file:
+                from kiosk.receipts import public_key_path
+
+                public_key_file = public_key_path(settings.receipts.key_file)
         if key_file is None:
             print("error: no key: pass --key-file KEYFILE (or --config with audit.key_file set)", file=sys.stderr)
             return 2
@@ -895,10 +902,10 @@ def main_verify(argv: Sequence[str]) -> int:
             if own.exists() and own not in anchor_files:
                 anchor_files.insert(0, own)
         public_key = None
-        if args.public_key is not None:
+        if public_key_file is not None:
             from kiosk.receipts import load_public_key
 
-            public_key = load_public_key(args.public_key)
+            public_key = load_public_key(public_key_file)
         anchors = [a for path in anchor_files for a in load_anchors(path, public_key)]
     except ConfigError as e:
         print(f"error: {e.message}", file=sys.stderr)

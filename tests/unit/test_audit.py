@@ -620,3 +620,19 @@ def test_periodic_checkpoints_only_when_the_head_moved(log_path, signer):
         checkpoints.close()
     reasons = [json.loads(line)["checkpoint"]["reason"] for line in checkpoints_path(log_path).read_text().splitlines()]
     assert reasons == ["periodic", "shutdown"]
+
+
+def test_audit_verify_with_config_checks_anchors_against_the_device_key(log_path, tmp_path, capsys):
+    from kiosk.receipts import DeviceSigner, generate_key_file
+
+    receipt_key, _ = generate_key_file(tmp_path / "receipt.key")
+    _checkpointed_chain(log_path, 2, DeviceSigner.from_file(receipt_key))
+    config = tmp_path / "kiosk.toml"
+    config.write_text(f'[audit]\nkey_file = "{_key_file(log_path)}"\n\n[receipts]\nkey_file = "{receipt_key}"\n')
+    assert main_verify([str(log_path), "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "3 anchor(s)" in out and "not checked" not in out
+    # Checkpoints signed by another key are refused once the device key is known.
+    (tmp_path / "receipt.key.pub").write_text(DeviceSigner.ephemeral_key().public_pem)
+    assert main_verify([str(log_path), "--config", str(config)]) == 1
+    assert "signature does not verify" in capsys.readouterr().out
