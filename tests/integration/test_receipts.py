@@ -123,6 +123,9 @@ def test_cli_receipts_and_checkpoints_catch_a_truncated_log(tmp_path, photos, ca
         assert cli_main(["info", serve.address, "--json"]) == 0
         info = json.loads(capsys.readouterr().out)
         assert info["receipt_public_key"] == pub_file.read_text() and info["receipt_key_ephemeral"] is False
+        assert cli_main(["info", serve.address]) == 0
+        text = capsys.readouterr().out
+        assert "receipt_key_ephemeral: false" in text and "-----BEGIN PUBLIC KEY-----" in text
         served_pub = tmp_path / "served.pub"
         served_pub.write_text(info["receipt_public_key"])
 
