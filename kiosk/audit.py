@@ -28,15 +28,27 @@ Key file (``load_audit_key``)
     even number of hex digits is hex-decoded, anything else is used byte for byte. At
     least 32 key bytes, file mode 0600 or stricter.
 
-Limits, by design of any hash chain without an outside anchor: records cut off the
-end of the *current* file, or the newest whole files, leave a valid shorter chain;
-and whoever holds the key can rewrite history. Keep the key readable only by the
-service and copy the log off the device as the operator's retention policy says.
+Checkpoints (anchoring)
+    A hash chain alone cannot show that its newest records were deleted: the shorter
+    chain is valid. So the service signs the chain's head (``seq`` and ``mac``) with
+    the device's Ed25519 key (``kiosk.receipts``) periodically, at start and at
+    shutdown, appending one line per checkpoint to ``<path>.checkpoints``; and every
+    decision's receipt names its own record's ``seq`` and ``mac``. ``verify_chain``
+    takes such anchors (the checkpoints file, and checkpoint or receipt files kept
+    elsewhere, e.g. by the back office) and reports a chain that ends before an
+    anchored seq, or holds another mac there. An insider who deletes records and the
+    newest checkpoints on the device is caught by any anchor kept off it.
+
+Limits: whoever holds the HMAC key can rewrite history the device alone still holds;
+truncation is detectable only up to the newest anchor kept off the device. Keep the
+keys readable only by the service and copy the log and checkpoints off the device as
+the operator's retention policy says.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import dataclasses
 import fcntl
 import hashlib
@@ -57,6 +69,8 @@ from pathlib import Path
 from kiosk.errors import ConfigError, KioskError
 
 __all__ = [
+    "Anchor",
+    "AuditCheckpoints",
     "AuditError",
     "AuditLog",
     "AuditRecord",
@@ -64,6 +78,8 @@ __all__ = [
     "GENESIS_PREV",
     "RECORD_KEYS",
     "chain_files",
+    "checkpoints_path",
+    "load_anchors",
     "load_audit_key",
     "main_verify",
     "open_audit_log",
@@ -526,6 +542,11 @@ class AuditLog:
                 self._first_seq = record.seq
             return record
 
+    def head(self) -> tuple[int, str]:
+        """``(seq, mac)`` of the newest record; ``(0, GENESIS_PREV)`` for an empty chain."""
+        with self._lock:
+            return self._seq, self._prev
+
     def close(self) -> None:
         with self._lock:
             for name in ("_fd", "_lock_fd"):
@@ -550,6 +571,181 @@ def open_audit_log(settings) -> AuditLog | None:  # settings: kiosk.settings.Aud
     return AuditLog(Path(settings.path), load_audit_key(settings.key_file), settings.max_bytes)
 
 
+# --------------------------------------------------------------------------- checkpoints
+
+
+def checkpoints_path(base: str | Path) -> Path:
+    """Where the service appends signed checkpoints of ``base``'s chain: ``<base>.checkpoints``."""
+    base = Path(base)
+    return base.with_name(base.name + ".checkpoints")
+
+
+class AuditCheckpoints:
+    """Signs the chain's head into ``<path>.checkpoints``: at start, every ``interval_s`` (if it moved), at close.
+
+    ``signer`` is the device's ``kiosk.receipts.DeviceSigner``. Each line is canonical
+    JSON ``{"checkpoint": {...}, "signature": base64}``; the file is append-only, mode
+    0600, fsynced per line. A failed write is logged and retried at the next
+    checkpoint: the chain itself stays the record, a checkpoint only anchors it.
+    """
+
+    def __init__(self, audit: AuditLog, signer, *, interval_s: float, device_id: str, log=None):
+        if not math.isfinite(interval_s) or interval_s < 0:
+            raise ConfigError(f"audit.checkpoint_interval_s must be 0 or positive, got {interval_s}")
+        self.audit = audit
+        self.path = checkpoints_path(audit.path)
+        self._signer = signer
+        self._interval_s = interval_s
+        self._device_id = device_id
+        self._log = log
+        self._last_seq = -1
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._write_lock = threading.Lock()
+
+    def write(self, reason: str) -> bool:
+        """Sign and append the current head (unless a periodic one finds it unmoved); True if written."""
+        from kiosk.receipts import CHECKPOINT_TYPE, utc_now  # light: no key is used here
+
+        with self._write_lock:
+            seq, mac = self.audit.head()
+            if seq == 0 or (reason == "periodic" and seq == self._last_seq):
+                return False
+            fields = {
+                "type": CHECKPOINT_TYPE,
+                "seq": seq,
+                "chain_hash": mac,
+                "time": utc_now(),
+                "service_device_id": self._device_id,
+                "reason": reason,
+            }
+            signed = self._signer.sign(fields)
+            line = _canonical(
+                {"checkpoint": json.loads(signed.body), "signature": base64.b64encode(signed.signature).decode("ascii")}
+            )
+            try:
+                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+                try:
+                    _write_all(fd, (line + "\n").encode("utf-8"))
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            except OSError as e:
+                if self._log is not None:
+                    self._log.error("writing audit checkpoint %s failed: %s", self.path, e.strerror or e)
+                return False
+            self._last_seq = seq
+            return True
+
+    def start(self) -> None:
+        self.write("start")
+        if self._interval_s > 0:
+            self._thread = threading.Thread(target=self._run, name="kiosk-audit-checkpoints", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval_s):
+            self.write("periodic")
+
+    def close(self) -> None:
+        """Stop the periodic writer and sign the final head (call before closing the log)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        self.write("shutdown")
+
+
+@dataclass(frozen=True)
+class Anchor:
+    """A (seq, mac) of the chain vouched for by a checkpoint or a receipt, and where it came from."""
+
+    seq: int
+    chain_hash: str
+    source: str  # file it was read from
+    line: int
+    what: str  # e.g. "checkpoint (shutdown, 2026-01-31T12:00:00.000Z)"
+
+
+def _anchor_problem(anchor: Anchor, last_seq: int, mac: str | None) -> str:
+    if anchor.seq > last_seq:
+        return (
+            f"truncated: {anchor.what} vouches for seq {anchor.seq} (chain hash {anchor.chain_hash[:16]}), "
+            f"but the chain ends at seq {last_seq}: its newest records were deleted"
+        )
+    if mac != anchor.chain_hash:
+        return (
+            f"rewritten: {anchor.what} vouches for chain hash {anchor.chain_hash[:16]} at seq {anchor.seq}, "
+            f"but the record there has {str(mac)[:16]}: records were replaced"
+        )
+    return ""
+
+
+def load_anchors(path: str | Path, public_key=None) -> list[Anchor]:
+    """Anchors from a checkpoints file (JSON lines) or a receipt file (``kiosk verify --receipt-out``).
+
+    With ``public_key`` (an Ed25519 public key) every signature must verify; without
+    it the contents are taken as they are (enough to show a truncation to the device's
+    operator, not to prove it to anyone else). Raises ``ConfigError`` for an unreadable
+    file and ``kiosk.receipts.ReceiptInvalid`` for a bad one.
+    """
+    from kiosk.receipts import (
+        CHECKPOINT_TYPE,
+        RECEIPT_TYPE,
+        ReceiptInvalid,
+        canonical_bytes,
+        read_receipt_document,
+        verify_signed,
+    )
+
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"anchor file {path}: {e.strerror}") from None
+
+    def checked(body: bytes, signature: bytes, kind: str, where: str) -> dict:
+        if public_key is not None:
+            try:
+                return verify_signed(body, signature, public_key, kind)
+            except ReceiptInvalid as e:
+                raise ReceiptInvalid(f"{where}: {e.message}") from None
+        fields = json.loads(body)
+        if fields.get("type") != kind:
+            raise ReceiptInvalid(f"{where}: type is {fields.get('type')!r}, expected {kind!r}")
+        return fields
+
+    def anchor(fields: dict, line: int, what: str, where: str) -> Anchor:
+        seq, chain_hash = fields.get("seq"), fields.get("chain_hash")
+        if isinstance(seq, bool) or not isinstance(seq, int) or seq < 1 or not isinstance(chain_hash, str):
+            raise ReceiptInvalid(f"{where}: no valid seq and chain_hash")
+        return Anchor(seq, chain_hash, str(path), line, what)
+
+    if data.lstrip().startswith(b"{") and b'"receipt"' in data:
+        receipt = read_receipt_document(data, str(path))
+        fields = checked(receipt.body, receipt.signature, RECEIPT_TYPE, str(path))
+        audit = fields.get("audit")
+        if not audit:
+            return []  # a receipt from a service without an audit log anchors nothing
+        what = f"receipt of request {fields.get('request_id')!r} ({fields.get('time')})"
+        return [anchor(audit, 0, what, str(path))]
+    anchors = []
+    for number, raw in enumerate(data.splitlines(), start=1):
+        where = f"{path}:{number}"
+        if not raw.strip():
+            continue
+        try:
+            entry = json.loads(raw.decode("utf-8"))
+            body = canonical_bytes(entry["checkpoint"])
+            signature = base64.b64decode(entry["signature"], validate=True)
+        except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError):
+            raise ReceiptInvalid(f"{where}: not a signed checkpoint line") from None
+        fields = checked(body, signature, CHECKPOINT_TYPE, where)
+        what = f"checkpoint ({fields.get('reason')}, {fields.get('time')})"
+        anchors.append(anchor(fields, number, what, where))
+    return anchors
+
+
 # --------------------------------------------------------------------------- verifier
 
 
@@ -562,10 +758,12 @@ class ChainReport:
     problem: str = ""
     file: str = ""
     line: int = 0  # 1-based; 0 when the problem is about a whole file
+    anchors: int = 0  # checkpoints and receipts the chain was checked against
 
     def __str__(self) -> str:
         if self.ok:
-            return f"ok: {self.records} records, chain intact"
+            agreed = f", {self.anchors} anchor(s) (checkpoints, receipts) agree" if self.anchors else ""
+            return f"ok: {self.records} records, chain intact{agreed}"
         return f"broken: {self.file}:{self.line}: {self.problem}"
 
 
@@ -586,14 +784,18 @@ def _link_problem(record: AuditRecord, count: int, last_seq: int, last_mac: str)
     return ""
 
 
-def verify_chain(paths: Sequence[str | Path] | str | Path, key: bytes) -> ChainReport:
+def verify_chain(
+    paths: Sequence[str | Path] | str | Path, key: bytes, anchors: Sequence[Anchor] = ()
+) -> ChainReport:
     """Walk the chain and report its first problem.
 
     One path that is not itself a rotated file (``<name>.<first>-<last>``) is taken as
     the base path: its rotated files are found next to it and walked first, in seq
     order. Several paths are walked exactly in the order given. The walk must start at
     the chain's first record (seq 1, prev = 64 zeros): a missing head is reported,
-    since it cannot be told apart from deleted records.
+    since it cannot be told apart from deleted records. Each of ``anchors`` (see
+    ``load_anchors``) must name a record the chain holds, with the same mac: a chain
+    that ends before an anchored seq has lost its newest records.
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
@@ -605,6 +807,9 @@ def verify_chain(paths: Sequence[str | Path] | str | Path, key: bytes) -> ChainR
         files = chain_files(given[0]) or given
 
     count, last_seq, last_mac = 0, 0, GENESIS_PREV
+    # Only the macs anchors name are kept: a chain may hold millions of records.
+    anchored = {anchor.seq for anchor in anchors}
+    macs: dict[int, str] = {}
 
     def broken(path: Path, line: int, problem: str) -> ChainReport:
         return ChainReport(False, count, problem, str(path), line)
@@ -623,6 +828,8 @@ def verify_chain(paths: Sequence[str | Path] | str | Path, key: bytes) -> ChainR
                     if problem:
                         return broken(path, line_no, problem)
                     count, last_seq, last_mac = count + 1, record.seq, record.mac
+                    if record.seq in anchored:
+                        macs[record.seq] = record.mac
                     first_in_file = record.seq if first_in_file is None else first_in_file
                     last_in_file = record.seq
         except OSError as e:
@@ -632,11 +839,15 @@ def verify_chain(paths: Sequence[str | Path] | str | Path, key: bytes) -> ChainR
             held = "no records" if first_in_file is None else f"seq {first_in_file}-{last_in_file}"
             problem = f"file name says seq {named[0]}-{named[1]} but it holds {held} (records cut off or file renamed)"
             return broken(path, line_no, problem)
-    return ChainReport(True, count)
+    for anchor in sorted(anchors, key=lambda a: a.seq):
+        problem = _anchor_problem(anchor, last_seq, macs.get(anchor.seq))
+        if problem:
+            return ChainReport(False, count, problem, anchor.source, anchor.line, len(anchors))
+    return ChainReport(True, count, anchors=len(anchors))
 
 
 def main_verify(argv: Sequence[str]) -> int:
-    """``kiosk audit verify FILE... [--key-file KEYFILE | --config SETTINGS]``.
+    """``kiosk audit verify FILE... [--key-file KEYFILE | --config SETTINGS] [--anchor FILE]... [--public-key PEM]``.
 
     Prints the report; returns 0 when the chain is intact, 1 when it is broken and 2
     for a usage or key error.
@@ -655,23 +866,55 @@ def main_verify(argv: Sequence[str]) -> int:
     parser.add_argument(
         "--config", type=Path, metavar="SETTINGS", help="settings TOML whose audit.key_file is used without --key-file"
     )
+    parser.add_argument(
+        "--anchor", type=Path, action="append", default=[], metavar="FILE",
+        help="checkpoints file or receipt file kept elsewhere (repeatable): the chain must reach and match each; "
+        "the log's own <path>.checkpoints is used as well",
+    )
+    parser.add_argument(
+        "--public-key", type=Path, metavar="KEY.pem",
+        help="the device's receipt public key: every checkpoint's and receipt's signature must verify against it "
+        "(default with --config: receipts.key_file + .pub)",
+    )
     try:
         args = parser.parse_args(list(argv))
     except SystemExit as e:  # argparse exits; a caller of this function wants a code
         return 0 if e.code in (0, None) else 2
     try:
-        key_file = args.key_file
-        if key_file is None and args.config is not None:
+        key_file, public_key_file = args.key_file, args.public_key
+        if args.config is not None:
             from kiosk.settings import load_settings  # only the CLI path needs settings
 
-            key_file = load_settings(args.config).audit.key_file or None
+            settings = load_settings(args.config)
+            key_file = key_file or settings.audit.key_file or None
+            # The device's own receipt key: its public half sits beside it (kiosk keygen).
+            if public_key_file is None and settings.receipts.key_file:
+                from kiosk.receipts import public_key_path
+
+                public_key_file = public_key_path(settings.receipts.key_file)
         if key_file is None:
             print("error: no key: pass --key-file KEYFILE (or --config with audit.key_file set)", file=sys.stderr)
             return 2
         key = load_audit_key(key_file)
+        anchor_files = list(args.anchor)
+        if len(args.files) == 1 and _rotated_range(args.files[0]) is None:
+            own = checkpoints_path(args.files[0])
+            if own.exists() and own not in anchor_files:
+                anchor_files.insert(0, own)
+        public_key = None
+        if public_key_file is not None:
+            from kiosk.receipts import load_public_key
+
+            public_key = load_public_key(public_key_file)
+        anchors = [a for path in anchor_files for a in load_anchors(path, public_key)]
     except ConfigError as e:
         print(f"error: {e.message}", file=sys.stderr)
         return 2
-    report = verify_chain(args.files, key)
+    except KioskError as e:  # kiosk.receipts.ReceiptInvalid: a forged or damaged anchor
+        print(f"broken: {e.message}")
+        return 1
+    report = verify_chain(args.files, key, anchors)
     print(report)
+    if anchors and public_key is None:
+        print("note: anchors' signatures were not checked (pass --public-key KEY.pem)")
     return 0 if report.ok else 1

@@ -119,6 +119,8 @@ def _read_photo(path: str) -> bytes:
 
 
 def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
+    if getattr(args, "receipt_out", None) and not args.server:
+        raise KioskError("--receipt-out needs --server: receipts are signed by a running service's device key")
     id_photo = _read_photo(args.id_photo)
     live_photos = [_read_photo(p) for p in args.live_photos]
     if args.server:
@@ -466,6 +468,67 @@ def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
     return main_verify(args.rest)
 
 
+# --------------------------------------------------------------------------- back office (receipts, keys, info)
+
+
+def cmd_keygen(args: argparse.Namespace, settings: Settings) -> int:
+    """`kiosk keygen --out PATH`: the device's Ed25519 receipt key (0600) and PATH.pub beside it."""
+    from kiosk.receipts import generate_key_file
+
+    private, public = generate_key_file(args.out)
+    print(f"wrote {private} (private, mode 0600) and {public} (public: give it to the back office)")
+    return 0
+
+
+def cmd_receipt(args: argparse.Namespace, settings: Settings) -> int:
+    from kiosk.receipts import main_receipt
+
+    return main_receipt(args.rest)
+
+
+def info_dict(info) -> dict:
+    """GetInfo as `kiosk info --json` prints it (strict JSON)."""
+    return dataclasses.asdict(info)
+
+
+def cmd_info(args: argparse.Namespace, settings: Settings) -> int:
+    """`kiosk info ADDR [--json]`: what a running service runs (GetInfo), its receipt public key included."""
+    from kiosk.client import KioskClient
+
+    with KioskClient(args.address, ca=args.ca, cert=args.cert, key=args.key, timeout=args.timeout) as client:
+        info = info_dict(client.info())
+    if args.json:
+        print(json.dumps(info, indent=2, sort_keys=True, allow_nan=False))
+        return 0
+    for name, value in info.items():
+        if name == "receipt_public_key":
+            print(f"{name}:\n{value.rstrip()}")
+        else:
+            print(f"{name}: {json.dumps(value, sort_keys=True)}")
+    return 0
+
+
+def add_backoffice_commands(commands) -> None:
+    keygen = commands.add_parser("keygen", help="make the device's Ed25519 receipt key (private 0600, PATH.pub beside it)")
+    keygen.add_argument("--out", required=True, metavar="PATH", help="private key file to create (never overwritten)")
+    keygen.set_defaults(handler=cmd_keygen)
+
+    receipt = commands.add_parser(
+        "receipt", help="`kiosk receipt verify FILE --public-key KEY.pem`: check a receipt offline (0 valid, 1 invalid, 2 error)"
+    )
+    receipt.add_argument("rest", nargs=argparse.REMAINDER, help="verify FILE --public-key KEY.pem [--json]")
+    receipt.set_defaults(handler=cmd_receipt)
+
+    info = commands.add_parser("info", help="what a running service runs (GetInfo), incl. its receipt public key")
+    info.add_argument("address", metavar="ADDR", help="gRPC target: host:port, unix:PATH, ipv4:A:P,B:P, dns:///HOST:PORT")
+    info.add_argument("--json", action="store_true", help="print strict JSON")
+    info.add_argument("--ca", help="CA certificate that signed the server's certificate (TLS)")
+    info.add_argument("--cert", help="client certificate (mutual TLS)")
+    info.add_argument("--key", help="client private key (mutual TLS)")
+    info.add_argument("--timeout", type=float, default=10.0, help="seconds")
+    info.set_defaults(handler=cmd_info)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kiosk", description=__doc__.splitlines()[0])
     parser.add_argument("--config", help="settings TOML (default: built-in defaults)")
@@ -482,6 +545,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument(
         "--target-fmr", type=float, default=None, help="decide at this calibrated FMR (default: decision.target_fmr)"
     )
+    verify.add_argument("--receipt-out", metavar="FILE", help="write the decision's signed receipt here (with --server)")
     add_client_options(verify)
     verify.set_defaults(handler=cmd_verify)
 
@@ -497,6 +561,7 @@ def build_parser() -> argparse.ArgumentParser:
     session.add_argument(
         "--target-fmr", type=float, default=None, help="decide at this calibrated FMR (default: the server's)"
     )
+    session.add_argument("--receipt-out", metavar="FILE", help="write the decision's signed receipt here")
     add_client_options(session, server_required=True)
     session.set_defaults(handler=cmd_session)
 
@@ -572,6 +637,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     audit_verify.add_argument("rest", nargs=argparse.REMAINDER)
     audit.set_defaults(handler=cmd_audit)
+    add_backoffice_commands(commands)
     return parser
 
 
@@ -586,6 +652,11 @@ def add_client_options(parser: argparse.ArgumentParser, server_required: bool = 
     add_tls_options(parser)
     parser.add_argument("--consent-version", default=None, help="consent text version the person accepted")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds the call may take (default 30)")
+    parser.add_argument(
+        "--service-config",
+        metavar="JSON",
+        help="gRPC service config for the channel (default: round_robin, health checks, retry on UNAVAILABLE)",
+    )
 
 
 def add_tls_options(parser: argparse.ArgumentParser) -> None:

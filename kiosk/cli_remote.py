@@ -15,13 +15,20 @@ from kiosk.cli import EXIT_UNDECIDED, exit_status, finding_dict, json_text, prin
 from kiosk.client import KioskClient, read_file
 from kiosk.domain import Frame, Verification
 from kiosk.errors import KioskError
+from kiosk.receipts import SignedReceipt, write_receipt_file
 from kiosk.server.calls import Consent, DecisionEvent, FrameEvent, GuidanceEvent, PromptEvent
 from kiosk.settings import ConsentSettings
 
 
 def _client_from_args(args: argparse.Namespace) -> KioskClient:
     return KioskClient(
-        args.server, ca=args.ca, cert=args.cert, key=args.key, timeout=args.timeout, server_name=args.server_name
+        args.server,
+        ca=args.ca,
+        cert=args.cert,
+        key=args.key,
+        timeout=args.timeout,
+        server_name=args.server_name,
+        service_config=getattr(args, "service_config", None),
     )
 
 
@@ -33,13 +40,23 @@ def _consent_from_args(args: argparse.Namespace) -> Consent:
 def remote_verify(args: argparse.Namespace, id_photo: bytes, live_photos: list[bytes]) -> Verification:
     """`kiosk verify --server ADDR`: the same verification, computed by a running service."""
     with _client_from_args(args) as client:
-        return client.verify(
+        verification, receipt = client.verify_with_receipt(
             id_photo,
             live_photos,
             consent=_consent_from_args(args),
             target_fmr=args.target_fmr,
             request_id=uuid.uuid4().hex,
         )
+    _write_receipt(args, receipt)
+    return verification
+
+
+def _write_receipt(args: argparse.Namespace, receipt: SignedReceipt | None) -> None:
+    """`--receipt-out FILE`: the decision's signed receipt, as the service sent it."""
+    if getattr(args, "receipt_out", None):
+        if receipt is None:
+            raise KioskError(f"{args.server} sent no receipt (a service older than receipts?): nothing written")
+        write_receipt_file(args.receipt_out, receipt)
 
 
 def _print_guidance(event: GuidanceEvent, as_json: bool) -> None:
@@ -73,6 +90,7 @@ def run_session_command(args: argparse.Namespace) -> int:
             for i, path in enumerate(args.frames)
         ]
         decision: Verification | None = None
+        receipt: SignedReceipt | None = None
         with _client_from_args(args) as client:
             updates = client.session(
                 id_photo,
@@ -92,9 +110,10 @@ def run_session_command(args: argparse.Namespace) -> int:
                     event = {"event": "frame_result", "frame_index": update.frame_index, "finding": finding}
                     print(json_text(event, None), flush=True)
                 elif isinstance(update, DecisionEvent):
-                    decision = update.verification
+                    decision, receipt = update.verification, update.receipt
         if decision is None:
             raise KioskError("the server ended the session without a decision")
+        _write_receipt(args, receipt)
         if args.json:
             # One JSON object per line, like the events before it.
             print(json_text({"event": "decision", **verification_dict(decision)}, None), flush=True)

@@ -24,6 +24,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from kiosk.channel import ChannelError, create_channel
 from kiosk.domain import Frame, Verification
 from kiosk.errors import KioskError
 from kiosk.server import convert
@@ -35,6 +36,7 @@ from kiosk.server.calls import (
     SessionUpdate,
     VerifyCall,
 )
+from kiosk.receipts import SignedReceipt
 from kiosk.server.info import ServiceInfo
 from kiosk.v1 import kiosk_pb2, kiosk_pb2_grpc
 
@@ -67,29 +69,26 @@ class KioskClient:
         key: str | Path | None = None,
         timeout: float = 30.0,
         server_name: str | None = None,
+        service_config: str | dict | None = None,
     ):
-        if (cert is None) != (key is None):
-            raise KioskError("a client certificate needs its private key, and a key its certificate")
         self.address = address
         self.timeout = timeout
-        if ca is not None:
-            credentials = grpc.ssl_channel_credentials(
-                root_certificates=read_file(ca, "CA certificate"),
-                private_key=read_file(key, "client key") if key is not None else None,
-                certificate_chain=read_file(cert, "client certificate") if cert is not None else None,
+        # Any gRPC target; several addresses are load-balanced with health checks and
+        # retries (kiosk.channel says how, and how to override it).
+        try:
+            self._channel = create_channel(
+                address, ca=ca, cert=cert, key=key, server_name=server_name, service_config=service_config
             )
-            # The name the server's certificate must carry (a SAN), when it is not the
-            # address's host: e.g. connecting to 10.0.0.7 with a certificate for kiosk-0042.
-            options = [("grpc.ssl_target_name_override", server_name)] if server_name else []
-            self._channel = grpc.secure_channel(address, credentials, options=options)
-        elif server_name:
-            raise KioskError("--server-name is only used with TLS: give the server's CA certificate too")
-        elif cert is not None:
-            raise KioskError("a client certificate is only used with TLS: give the server's CA certificate too")
-        else:
-            self._channel = grpc.insecure_channel(address)
+            # Health is asked on a channel of its own without client-side health checking:
+            # that would never pick a NOT_SERVING replica, so could never report one.
+            self._health_channel = create_channel(
+                address, ca=ca, cert=cert, key=key, server_name=server_name, service_config=service_config,
+                health_check=False,
+            )
+        except ChannelError as e:
+            raise KioskError(str(e)) from None
         self._stub = kiosk_pb2_grpc.KioskStub(self._channel)
-        self._health = health_pb2_grpc.HealthStub(self._channel)
+        self._health = health_pb2_grpc.HealthStub(self._health_channel)
 
     def verify(
         self,
@@ -101,12 +100,27 @@ class KioskClient:
         request_id: str = "",
         device_id: str = "",
     ) -> Verification:
+        return self.verify_with_receipt(
+            id_photo, live_photos, consent=consent, target_fmr=target_fmr, request_id=request_id, device_id=device_id
+        )[0]
+
+    def verify_with_receipt(
+        self,
+        id_photo: bytes,
+        live_photos: Sequence[bytes],
+        *,
+        consent: Consent,
+        target_fmr: float | None = None,
+        request_id: str = "",
+        device_id: str = "",
+    ) -> tuple[Verification, SignedReceipt | None]:
+        """``verify``, plus the decision's signed receipt (None from a server that sends none)."""
         call = VerifyCall(CallMeta(request_id, device_id, consent, target_fmr), id_photo, tuple(live_photos))
         try:
             response = self._stub.Verify(convert.verify_call_to_proto(call), timeout=self.timeout)
         except grpc.RpcError as e:
             raise RemoteError(self.address, e) from None
-        return convert.verification_from_proto(response)
+        return convert.verification_from_proto(response), convert.receipt_from_proto(response)
 
     def session(
         self,
@@ -173,6 +187,7 @@ class KioskClient:
 
     def close(self) -> None:
         self._channel.close()
+        self._health_channel.close()
 
     def __enter__(self) -> KioskClient:
         return self

@@ -93,6 +93,10 @@ class ServiceSettings:
     # Group owning the unix sockets (mode 0660), e.g. the kiosk UI's; empty keeps the
     # service user's primary group.
     unix_socket_group: str = ""
+    # Plain-text listener serving only grpc.health.v1 ("host:port"; empty = none), for
+    # probes that cannot present a client certificate, e.g. Kubernetes' native gRPC
+    # probes against a mutual-TLS service. It answers nothing but health.
+    health_listen: str = ""
 
 
 @dataclass(frozen=True)
@@ -249,6 +253,21 @@ class AuditSettings:
     key_file: str = ""
     # Size in bytes at which the log file is rotated to <path>.<first_seq>-<last_seq>.
     max_bytes: int = 16 * 1024 * 1024
+    # Seconds between signed checkpoints of the chain's head (<path>.checkpoints, signed
+    # with the receipt key), written only when the head moved; one more is written at
+    # shutdown. Deleting the newest records is then detectable against any checkpoint
+    # or receipt kept off the device. 0 = only at shutdown.
+    checkpoint_interval_s: float = 300.0
+
+
+@dataclass(frozen=True)
+class ReceiptSettings:
+    # Ed25519 private key (PKCS#8 PEM, mode 0600) that signs every decision's receipt and
+    # the audit checkpoints; make it with `kiosk keygen --out PATH` (public half: PATH.pub).
+    # Empty: an ephemeral key is generated at start-up (a warning is logged and GetInfo
+    # reports receipt_key_ephemeral), so receipts verify only against the key GetInfo
+    # showed while that process ran. Never for a deployed kiosk.
+    key_file: str = ""
 
 
 @dataclass(frozen=True)
@@ -362,6 +381,8 @@ class Settings:
     consent: ConsentSettings = field(default_factory=ConsentSettings)
     # The HMAC-chained audit log of decisions and refusals.
     audit: AuditSettings = field(default_factory=AuditSettings)
+    # The device key that signs decision receipts and audit checkpoints.
+    receipts: ReceiptSettings = field(default_factory=ReceiptSettings)
     # The Prometheus metrics endpoint for the back office.
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     # Active liveness challenges in live sessions.

@@ -34,16 +34,18 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from kiosk import logs
-from kiosk.audit import AuditLog, open_audit_log
+from kiosk.audit import AuditCheckpoints, AuditLog, open_audit_log
 from kiosk.errors import ConfigError
 from kiosk.pipeline.decode import check_opencv
 from kiosk.pipeline.verifier import Verifier
+from kiosk.receipts import DeviceSigner, Provenance, ReceiptIssuer, open_signer
 from kiosk.runtime.hardening import harden_process
 from kiosk.server.info import collect_info
 from kiosk.server.interceptors import CallGuard
 from kiosk.server.metrics import ServiceMetrics
 from kiosk.server.observe import CallObserver
 from kiosk.server.policy import ServicePolicy
+from kiosk.server.probes import build_probe_server
 from kiosk.server.ratelimit import RateLimiter
 from kiosk.server.reflection import enable_server_reflection
 from kiosk.server.servicer import KioskServicer, VerifierSlot
@@ -188,9 +190,14 @@ class KioskServer:
         self._metrics_listener = metrics_listener
         # The bound metrics port once started; 0 while metrics are off.
         self.metrics_port = 0
+        # Health-only plain-text listener (service.health_listen) and its port; None/0 when off.
+        self.probe_server: grpc.Server | None = None
+        self.probe_port = 0
 
     def start(self) -> None:
         self.grpc_server.start()
+        if self.probe_server is not None:
+            self.probe_server.start()
         if self._metrics_listener is not None:
             listener = self._metrics_listener
             try:
@@ -216,17 +223,26 @@ class KioskServer:
         self.metrics.stopping()
         stopped = self.grpc_server.stop(grace)
         self.metrics.close()
+        if self.probe_server is not None:
+            # Probes keep seeing NOT_SERVING while calls drain, then the port closes.
+            probe = self.probe_server
+            threading.Thread(target=lambda: (stopped.wait(), probe.stop(0)), daemon=True).start()
         return stopped
 
 
 def build_server(
-    settings: Settings, verifier: Verifier | None = None, *, audit: AuditLog | None = None
+    settings: Settings,
+    verifier: Verifier | None = None,
+    *,
+    audit: AuditLog | None = None,
+    signer: DeviceSigner | None = None,
 ) -> tuple[KioskServer, tuple[int, ...]]:
     """The server bound to every ``service.listen`` address, not yet started.
 
     Returns it with the bound ports in ``listen`` order (0 for unix sockets), so tests
     can listen on port 0. Without ``verifier`` it answers NOT_SERVING/UNAVAILABLE
-    until ``ready()``. ``audit`` stays owned by the caller.
+    until ``ready()``. ``audit`` stays owned by the caller. ``signer`` signs receipts;
+    without one, ``[receipts] key_file``'s key (or an ephemeral one) is used.
     """
     listeners = _check_service_settings(settings)
     # A bad metrics address fails here, before anything is bound.
@@ -258,8 +274,13 @@ def build_server(
         ],
     )
     slot = VerifierSlot()
+    if signer is None:
+        signer = open_signer(settings.receipts.key_file, LOG)
+    receipts = ReceiptIssuer(
+        signer, Provenance.from_settings(settings), challenges=settings.liveness_challenge.enabled
+    )
     kiosk_pb2_grpc.add_KioskServicer_to_server(
-        KioskServicer(settings, ServicePolicy(settings, audit), slot), server
+        KioskServicer(settings, ServicePolicy(settings, audit), slot, receipts), server
     )
     health_servicer = health.HealthServicer()
     for name in ("", SERVICE_NAME):
@@ -273,6 +294,8 @@ def build_server(
         LOG.info("server reflection is off: TLS listeners are reachable from the network")
     ports = tuple(_bind(server, listener, credentials, socket_group) for listener in listeners)
     kiosk_server = KioskServer(server, health_servicer, slot, settings, metrics, metrics_listener)
+    if service.health_listen:
+        kiosk_server.probe_server, kiosk_server.probe_port = build_probe_server(service.health_listen, health_servicer)
     if verifier is not None:
         kiosk_server.ready(verifier)
     return kiosk_server, ports
@@ -323,11 +346,26 @@ def serve_forever(settings: Settings) -> int:
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     audit = open_audit_log(settings.audit)
+    checkpoints = None
     try:
-        server, ports = build_server(settings, audit=audit)
+        signer = open_signer(settings.receipts.key_file, LOG)
+        if audit is not None:
+            # The chain's head is signed now, periodically and at shutdown (kiosk.audit, "Checkpoints").
+            checkpoints = AuditCheckpoints(
+                audit,
+                signer,
+                interval_s=settings.audit.checkpoint_interval_s,
+                device_id=settings.service.device_id,
+                log=LOG,
+            )
+            checkpoints.start()
+        server, ports = build_server(settings, audit=audit, signer=signer)
         server.start()
         for spec, port in zip(settings.service.listen, ports):
             LOG.info("listening on %s", f"{spec.rpartition(':')[0]}:{port}" if port else spec)
+        if server.probe_port:
+            host = settings.service.health_listen.rpartition(":")[0]
+            LOG.info("health probes (grpc.health.v1 only, plain text) on %s:%d", host, server.probe_port)
         if server.metrics_port:
             host = settings.metrics.listen.rpartition(":")[0]
             LOG.info("metrics on http://%s:%d/metrics", host, server.metrics_port)
@@ -353,6 +391,8 @@ def serve_forever(settings: Settings) -> int:
             server.stop(grace).wait()
             LOG.info("stopped")
     finally:
+        if checkpoints is not None:
+            checkpoints.close()  # after the last call: the final head is what it signs
         if audit is not None:
             audit.close()
         for sig, handler in previous.items():

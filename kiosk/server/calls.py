@@ -72,6 +72,8 @@ class DecisionEvent:
 
     verification: Verification
     audit_id: str
+    # The decision's signed receipt (kiosk.receipts.SignedReceipt), None from a server without receipts.
+    receipt: object = None
 
 
 SessionUpdate = GuidanceEvent | FrameEvent | PromptEvent | DecisionEvent

@@ -221,7 +221,10 @@ def _finding_from_proto(message: pb.FaceFinding) -> FaceFinding:
 # --------------------------------------------------------------------------- verification
 
 
-def verification_to_proto(verification: Verification, request_id: str, audit_id: str) -> pb.VerifyResponse:
+def verification_to_proto(
+    verification: Verification, request_id: str, audit_id: str, receipt=None
+) -> pb.VerifyResponse:
+    """``receipt``: the decision's ``kiosk.receipts.SignedReceipt``, if one was issued."""
     point = verification.operating_point
     response = pb.VerifyResponse(
         request_id=request_id,
@@ -238,7 +241,18 @@ def verification_to_proto(verification: Verification, request_id: str, audit_id:
     )
     if verification.similarity is not None:
         response.similarity = verification.similarity
+    if receipt is not None:
+        response.receipt, response.receipt_signature = receipt.body, receipt.signature
     return response
+
+
+def receipt_from_proto(response: pb.VerifyResponse):
+    """The response's ``kiosk.receipts.SignedReceipt``, or None when the server sent none."""
+    from kiosk.receipts import SignedReceipt  # stdlib only until a key is used
+
+    if not response.receipt:
+        return None
+    return SignedReceipt(response.receipt, response.receipt_signature)
 
 
 def _liveness_to_proto(liveness: LivenessOutcome) -> pb.LivenessOutcome:
@@ -306,8 +320,8 @@ def _prompt_from_proto(message: pb.ChallengePrompt) -> Prompt:
     return Prompt(message.step, challenge, message.nonce, message.deadline_ms, window_ms=0, message=message.message)
 
 
-def decision_event(verification: Verification, request_id: str, audit_id: str) -> pb.SessionEvent:
-    return pb.SessionEvent(decision=verification_to_proto(verification, request_id, audit_id))
+def decision_event(verification: Verification, request_id: str, audit_id: str, receipt=None) -> pb.SessionEvent:
+    return pb.SessionEvent(decision=verification_to_proto(verification, request_id, audit_id, receipt))
 
 
 def session_update_from_proto(event: pb.SessionEvent) -> SessionUpdate:
@@ -320,7 +334,9 @@ def session_update_from_proto(event: pb.SessionEvent) -> SessionUpdate:
         finding = _finding_from_proto(result.finding) if result.HasField("finding") else None
         return FrameEvent(result.frame_index, finding)
     if kind == "decision":
-        return DecisionEvent(verification_from_proto(event.decision), event.decision.audit_id)
+        return DecisionEvent(
+            verification_from_proto(event.decision), event.decision.audit_id, receipt_from_proto(event.decision)
+        )
     if kind == "prompt":
         return PromptEvent(_prompt_from_proto(event.prompt))
     raise KioskError("the server sent an empty session event")
@@ -354,6 +370,8 @@ def info_to_proto(info: ServiceInfo) -> pb.InfoResponse:
         runtime_versions=info.runtime_versions,
         calibration_created=info.calibration_created,
         board_model=info.board_model,
+        receipt_public_key=info.receipt_public_key,
+        receipt_key_ephemeral=info.receipt_key_ephemeral,
     )
 
 
@@ -382,4 +400,6 @@ def info_from_proto(response: pb.InfoResponse) -> ServiceInfo:
         runtime_versions=dict(response.runtime_versions),
         calibration_created=response.calibration_created,
         board_model=response.board_model,
+        receipt_public_key=response.receipt_public_key,
+        receipt_key_ephemeral=response.receipt_key_ephemeral,
     )

@@ -61,6 +61,9 @@ class ServiceInfo:
     runtime_versions: dict[str, str]
     calibration_created: str
     board_model: str
+    # PEM of the Ed25519 key signing receipts and audit checkpoints (kiosk.receipts).
+    receipt_public_key: str = ""
+    receipt_key_ephemeral: bool = False
 
 
 def service_version() -> str:
@@ -86,7 +89,8 @@ def _runtime_versions() -> dict[str, str]:
     return versions
 
 
-def collect_info(settings: Settings, verifier: Verifier) -> ServiceInfo:
+def collect_info(settings: Settings, verifier: Verifier, signer=None) -> ServiceInfo:
+    """``signer`` (a ``kiosk.receipts.DeviceSigner``) adds the receipt key's public half."""
     service, limits = settings.service, settings.limits
     return ServiceInfo(
         service_version=service_version(),
@@ -111,4 +115,6 @@ def collect_info(settings: Settings, verifier: Verifier) -> ServiceInfo:
         runtime_versions=runtime_versions(),
         calibration_created=verifier.calibration.created if verifier.calibration is not None else "",
         board_model=read_board_model(),
+        receipt_public_key=signer.public_pem if signer is not None else "",
+        receipt_key_ephemeral=signer.ephemeral if signer is not None else False,
     )

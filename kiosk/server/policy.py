@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kiosk.audit import AuditLog
+from kiosk.audit import AuditLog, AuditRecord
 from kiosk.errors import ConsentRequired
 from kiosk.pipeline.types import LivenessOutcome, LivenessStatus, Verification
 from kiosk.server.calls import CallMeta
@@ -79,10 +79,15 @@ class ServicePolicy:
 
     def record(self, caller: Caller, meta: CallMeta, verification: Verification) -> str:
         """Append the decision to the audit log; its audit id, or "" without a log."""
+        record = self.append_decision(caller, meta, verification)
+        return record.audit_id if record is not None else ""
+
+    def append_decision(self, caller: Caller, meta: CallMeta, verification: Verification) -> AuditRecord | None:
+        """Append the decision to the audit log; the record (its seq and mac go into the receipt), or None."""
         if self.audit is None:
-            return ""
+            return None
         point = verification.operating_point
-        record = self.audit.append(
+        return self.audit.append(
             request_id=meta.request_id,
             client_identity=caller.identity,
             device_id=caller.device_id,
@@ -96,4 +101,3 @@ class ServicePolicy:
             consent_version=meta.consent.text_version,
             liveness=audit_liveness(verification.liveness),
         )
-        return record.audit_id

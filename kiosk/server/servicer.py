@@ -18,6 +18,7 @@ from kiosk.errors import InvalidRequest
 from kiosk.pipeline.scratch import Scratch
 from kiosk.pipeline.session import LiveSession, open_session
 from kiosk.pipeline.verifier import Verifier
+from kiosk.receipts import ReceiptIssuer, SignedReceipt
 from kiosk.server import convert, status
 from kiosk.server.calls import CallMeta
 from kiosk.server.info import collect_info
@@ -60,10 +61,22 @@ def client_identity(context: grpc.ServicerContext) -> str:
 
 
 class KioskServicer(kiosk_pb2_grpc.KioskServicer):
-    def __init__(self, settings: Settings, policy: ServicePolicy, verifier: VerifierSlot):
+    def __init__(
+        self, settings: Settings, policy: ServicePolicy, verifier: VerifierSlot, receipts: ReceiptIssuer | None = None
+    ):
         self.settings = settings
         self.policy = policy
         self.verifier = verifier
+        # Signs each decision's receipt (kiosk.receipts); None only in tests that build a bare servicer.
+        self.receipts = receipts
+
+    def _record(self, method: str, caller: Caller, meta: CallMeta, verification) -> tuple[str, SignedReceipt | None]:
+        """Audit the decision, then sign its receipt naming the audit record: (audit id, receipt)."""
+        record = self.policy.append_decision(caller, meta, verification)
+        receipt = None
+        if self.receipts is not None:
+            receipt = self.receipts.issue(method, meta.request_id, caller.device_id, verification, record)
+        return (record.audit_id if record is not None else ""), receipt
 
     def Verify(self, request: pb.VerifyRequest, context: grpc.ServicerContext) -> pb.VerifyResponse:
         with status.mapped_errors(context, "Verify"), Scratch() as payloads:
@@ -78,8 +91,8 @@ class KioskServicer(kiosk_pb2_grpc.KioskServicer):
             verification = verifier.verify(call.id_photo, call.live_photos, call.meta.target_fmr)
             # The pipeline cannot be interrupted midway; an answer past the deadline is not given.
             deadline.check("during analysis")
-            audit_id = self.policy.record(caller, call.meta, verification)
-            return convert.verification_to_proto(verification, call.meta.request_id, audit_id)
+            audit_id, receipt = self._record("Verify", caller, call.meta, verification)
+            return convert.verification_to_proto(verification, call.meta.request_id, audit_id, receipt)
 
     def VerifySession(
         self, requests: Iterator[pb.SessionRequest], context: grpc.ServicerContext
@@ -105,8 +118,8 @@ class KioskServicer(kiosk_pb2_grpc.KioskServicer):
                         deadline.check(f"analysing frame {result.frame_index}")
                         yield from convert.frame_events(result)
                     verification = session.verification
-                    audit_id = self.policy.record(caller, meta, verification)
-            yield convert.decision_event(verification, meta.request_id, audit_id)
+                    audit_id, receipt = self._record("VerifySession", caller, meta, verification)
+            yield convert.decision_event(verification, meta.request_id, audit_id, receipt)
 
     def _open_session(
         self, verifier: Verifier, reader: StreamReader, deadline: CallDeadline, context: grpc.ServicerContext
@@ -133,4 +146,5 @@ class KioskServicer(kiosk_pb2_grpc.KioskServicer):
 
     def GetInfo(self, request: pb.InfoRequest, context: grpc.ServicerContext) -> pb.InfoResponse:
         with status.mapped_errors(context, "GetInfo"):
-            return convert.info_to_proto(collect_info(self.settings, self.verifier.get()))
+            signer = self.receipts.signer if self.receipts is not None else None
+            return convert.info_to_proto(collect_info(self.settings, self.verifier.get(), signer))

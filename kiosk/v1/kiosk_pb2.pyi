@@ -32,7 +32,7 @@ class VerifyRequest(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., id_photo: _Optional[bytes] = ..., live_photos: _Optional[_Iterable[bytes]] = ..., consent: _Optional[_Union[Consent, _Mapping]] = ..., target_fmr: _Optional[float] = ..., device_id: _Optional[str] = ...) -> None: ...
 
 class VerifyResponse(_message.Message):
-    __slots__ = ("request_id", "decision", "retry_reason", "message", "similarity", "threshold", "target_fmr", "findings", "model_versions", "timings_ms", "audit_id", "liveness")
+    __slots__ = ("request_id", "decision", "retry_reason", "message", "similarity", "threshold", "target_fmr", "findings", "model_versions", "timings_ms", "audit_id", "liveness", "receipt", "receipt_signature")
     class Decision(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         DECISION_UNSPECIFIED: _ClassVar[VerifyResponse.Decision]
@@ -69,6 +69,8 @@ class VerifyResponse(_message.Message):
     TIMINGS_MS_FIELD_NUMBER: _ClassVar[int]
     AUDIT_ID_FIELD_NUMBER: _ClassVar[int]
     LIVENESS_FIELD_NUMBER: _ClassVar[int]
+    RECEIPT_FIELD_NUMBER: _ClassVar[int]
+    RECEIPT_SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     decision: VerifyResponse.Decision
     retry_reason: str
@@ -81,7 +83,9 @@ class VerifyResponse(_message.Message):
     timings_ms: _containers.ScalarMap[str, float]
     audit_id: str
     liveness: LivenessOutcome
-    def __init__(self, request_id: _Optional[str] = ..., decision: _Optional[_Union[VerifyResponse.Decision, str]] = ..., retry_reason: _Optional[str] = ..., message: _Optional[str] = ..., similarity: _Optional[float] = ..., threshold: _Optional[float] = ..., target_fmr: _Optional[float] = ..., findings: _Optional[_Iterable[_Union[FaceFinding, _Mapping]]] = ..., model_versions: _Optional[_Mapping[str, str]] = ..., timings_ms: _Optional[_Mapping[str, float]] = ..., audit_id: _Optional[str] = ..., liveness: _Optional[_Union[LivenessOutcome, _Mapping]] = ...) -> None: ...
+    receipt: bytes
+    receipt_signature: bytes
+    def __init__(self, request_id: _Optional[str] = ..., decision: _Optional[_Union[VerifyResponse.Decision, str]] = ..., retry_reason: _Optional[str] = ..., message: _Optional[str] = ..., similarity: _Optional[float] = ..., threshold: _Optional[float] = ..., target_fmr: _Optional[float] = ..., findings: _Optional[_Iterable[_Union[FaceFinding, _Mapping]]] = ..., model_versions: _Optional[_Mapping[str, str]] = ..., timings_ms: _Optional[_Mapping[str, float]] = ..., audit_id: _Optional[str] = ..., liveness: _Optional[_Union[LivenessOutcome, _Mapping]] = ..., receipt: _Optional[bytes] = ..., receipt_signature: _Optional[bytes] = ...) -> None: ...
 
 class FaceFinding(_message.Message):
     __slots__ = ("role", "index", "face_found", "box", "detection_score", "quality")
@@ -276,7 +280,7 @@ class InfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class InfoResponse(_message.Message):
-    __slots__ = ("service_version", "model_versions", "operating_points", "default_target_fmr", "hardware_profile", "limits", "device_id", "accepted_consent_versions", "swap_active", "core_dumps_disabled", "runtime_versions", "calibration_created", "board_model")
+    __slots__ = ("service_version", "model_versions", "operating_points", "default_target_fmr", "hardware_profile", "limits", "device_id", "accepted_consent_versions", "swap_active", "core_dumps_disabled", "runtime_versions", "calibration_created", "board_model", "receipt_public_key", "receipt_key_ephemeral")
     class ModelVersionsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -304,6 +308,8 @@ class InfoResponse(_message.Message):
     RUNTIME_VERSIONS_FIELD_NUMBER: _ClassVar[int]
     CALIBRATION_CREATED_FIELD_NUMBER: _ClassVar[int]
     BOARD_MODEL_FIELD_NUMBER: _ClassVar[int]
+    RECEIPT_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    RECEIPT_KEY_EPHEMERAL_FIELD_NUMBER: _ClassVar[int]
     service_version: str
     model_versions: _containers.ScalarMap[str, str]
     operating_points: _containers.RepeatedCompositeFieldContainer[OperatingPoint]
@@ -317,7 +323,9 @@ class InfoResponse(_message.Message):
     runtime_versions: _containers.ScalarMap[str, str]
     calibration_created: str
     board_model: str
-    def __init__(self, service_version: _Optional[str] = ..., model_versions: _Optional[_Mapping[str, str]] = ..., operating_points: _Optional[_Iterable[_Union[OperatingPoint, _Mapping]]] = ..., default_target_fmr: _Optional[float] = ..., hardware_profile: _Optional[str] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., device_id: _Optional[str] = ..., accepted_consent_versions: _Optional[_Iterable[str]] = ..., swap_active: _Optional[bool] = ..., core_dumps_disabled: _Optional[bool] = ..., runtime_versions: _Optional[_Mapping[str, str]] = ..., calibration_created: _Optional[str] = ..., board_model: _Optional[str] = ...) -> None: ...
+    receipt_public_key: str
+    receipt_key_ephemeral: bool
+    def __init__(self, service_version: _Optional[str] = ..., model_versions: _Optional[_Mapping[str, str]] = ..., operating_points: _Optional[_Iterable[_Union[OperatingPoint, _Mapping]]] = ..., default_target_fmr: _Optional[float] = ..., hardware_profile: _Optional[str] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., device_id: _Optional[str] = ..., accepted_consent_versions: _Optional[_Iterable[str]] = ..., swap_active: _Optional[bool] = ..., core_dumps_disabled: _Optional[bool] = ..., runtime_versions: _Optional[_Mapping[str, str]] = ..., calibration_created: _Optional[str] = ..., board_model: _Optional[str] = ..., receipt_public_key: _Optional[str] = ..., receipt_key_ephemeral: _Optional[bool] = ...) -> None: ...
 
 class OperatingPoint(_message.Message):
     __slots__ = ("target_fmr", "threshold")

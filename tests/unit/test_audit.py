@@ -510,3 +510,129 @@ def test_main_verify_key_from_settings(log_path, tmp_path, capsys):
     config.write_text(f'[audit]\npath = "{log_path}"\nkey_file = "{key_file}"\n')
     assert main_verify([str(log_path), "--config", str(config)]) == 0
     assert "ok: 2 records" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------- checkpoints (anchoring)
+
+
+def _checkpointed_chain(path: Path, n: int, signer, interval_s: float = 0.0) -> list[AuditRecord]:
+    """``n`` records with a signed checkpoint after each, as a running service leaves them at shutdown."""
+    from kiosk.audit import AuditCheckpoints
+
+    with AuditLog(path, KEY, 1 << 20) as log:
+        checkpoints = AuditCheckpoints(log, signer, interval_s=interval_s, device_id="kiosk-0042")
+        records = []
+        for i in range(n):
+            records.append(log.append(**fields(i)))
+            assert checkpoints.write("periodic")
+        assert not checkpoints.write("periodic")  # head unmoved: nothing new to anchor
+        checkpoints.close()  # the shutdown checkpoint is written even so
+        return records
+
+
+@pytest.fixture(scope="module")
+def signer():
+    from kiosk.receipts import DeviceSigner
+
+    return DeviceSigner.ephemeral_key()
+
+
+def test_checkpoints_are_signed_heads_and_verify(log_path, signer):
+    from kiosk.audit import checkpoints_path, load_anchors
+
+    records = _checkpointed_chain(log_path, 3, signer)
+    anchors = load_anchors(checkpoints_path(log_path), signer.public_key)
+    assert [(a.seq, a.chain_hash) for a in anchors] == [(r.seq, r.mac) for r in records] + [(3, records[-1].mac)]
+    assert "shutdown" in anchors[-1].what
+    assert stat.S_IMODE(os.stat(checkpoints_path(log_path)).st_mode) == 0o600
+    report = verify_chain(log_path, KEY, anchors)
+    assert report.ok and report.anchors == 4, report
+    assert main_verify([str(log_path), "--key-file", str(_key_file(log_path))]) == 0
+
+
+def _key_file(log_path: Path) -> Path:
+    key_file = log_path.with_name("audit.key")
+    if not key_file.exists():
+        key_file.write_bytes(KEY)
+        key_file.chmod(0o600)
+    return key_file
+
+
+def test_deleting_the_newest_records_is_caught_by_a_checkpoint(log_path, signer, capsys):
+    from kiosk.audit import checkpoints_path, load_anchors
+
+    _checkpointed_chain(log_path, 5, signer)
+    log_path.write_bytes(b"".join(lines_of(log_path)[:-2]))
+    # Without an anchor the shorter chain is valid: the gap a hash chain alone leaves.
+    assert verify_chain(log_path, KEY).ok
+    report = verify_chain(log_path, KEY, load_anchors(checkpoints_path(log_path), signer.public_key))
+    assert not report.ok
+    assert "truncated" in report.problem and "vouches for seq 4" in report.problem and "ends at seq 3" in report.problem
+    assert report.file == str(checkpoints_path(log_path)) and report.line == 4
+    # The CLI finds <path>.checkpoints on its own.
+    assert main_verify([str(log_path), "--key-file", str(_key_file(log_path))]) == 1
+    assert "truncated" in capsys.readouterr().out
+
+
+def test_a_rewritten_head_and_a_forged_checkpoint_are_caught(log_path, signer, tmp_path):
+    from kiosk.audit import checkpoints_path, load_anchors
+    from kiosk.receipts import DeviceSigner, ReceiptInvalid
+
+    _checkpointed_chain(log_path, 3, signer)
+    held = tmp_path / "held.checkpoints"  # a copy the back office keeps
+    held.write_bytes(checkpoints_path(log_path).read_bytes())
+    # The insider rewrites the whole chain (they hold the HMAC key) with other records.
+    log_path.unlink()
+    with AuditLog(log_path, KEY, 1 << 20) as log:
+        for i in range(3):
+            log.append(**fields(i, decision="no_match"))
+    report = verify_chain(log_path, KEY, load_anchors(held, signer.public_key))
+    assert not report.ok and report.problem.startswith("rewritten:") and "at seq 1" in report.problem
+    # ... and cannot sign a checkpoint that matches without the device key.
+    forged = tmp_path / "forged.checkpoints"
+    with AuditLog(tmp_path / "other.jsonl", KEY, 1 << 20) as other:
+        other.append(**fields(0))
+        from kiosk.audit import AuditCheckpoints
+
+        AuditCheckpoints(other, DeviceSigner.ephemeral_key(), interval_s=0, device_id="x").write("start")
+    forged.write_bytes(checkpoints_path(tmp_path / "other.jsonl").read_bytes())
+    with pytest.raises(ReceiptInvalid, match="forged.checkpoints:1: signature does not verify"):
+        load_anchors(forged, signer.public_key)
+    edited = tmp_path / "edited.checkpoints"
+    edited.write_bytes(held.read_bytes().replace(b'"seq":3', b'"seq":2', 1))
+    with pytest.raises(ReceiptInvalid, match="signature does not verify"):
+        load_anchors(edited, signer.public_key)
+
+
+def test_periodic_checkpoints_only_when_the_head_moved(log_path, signer):
+    import time as _time
+
+    from kiosk.audit import AuditCheckpoints, checkpoints_path
+
+    with AuditLog(log_path, KEY, 1 << 20) as log:
+        checkpoints = AuditCheckpoints(log, signer, interval_s=0.05, device_id="")
+        checkpoints.start()  # empty chain: nothing to anchor yet
+        log.append(**fields(0))
+        deadline = _time.monotonic() + 10
+        while not checkpoints_path(log_path).exists() and _time.monotonic() < deadline:
+            _time.sleep(0.02)
+        _time.sleep(0.3)  # several more periods with the head unmoved
+        checkpoints.close()
+    reasons = [json.loads(line)["checkpoint"]["reason"] for line in checkpoints_path(log_path).read_text().splitlines()]
+    assert reasons == ["periodic", "shutdown"]
+
+
+def test_audit_verify_with_config_checks_anchors_against_the_device_key(log_path, tmp_path, capsys):
+    from kiosk.receipts import DeviceSigner, generate_key_file
+
+    receipt_key, _ = generate_key_file(tmp_path / "receipt.key")
+    _checkpointed_chain(log_path, 2, DeviceSigner.from_file(receipt_key))
+    config = tmp_path / "kiosk.toml"
+    config.write_text(f'[audit]\nkey_file = "{_key_file(log_path)}"\n\n[receipts]\nkey_file = "{receipt_key}"\n')
+    assert main_verify([str(log_path), "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "3 anchor(s)" in out and "not checked" not in out
+    # Checkpoints signed by another key are refused once the device key is known.
+    (tmp_path / "receipt.key.pub").write_text(DeviceSigner.ephemeral_key().public_pem)
+    assert main_verify([str(log_path), "--config", str(config)]) == 1
+    assert "signature does not verify" in capsys.readouterr().out
