@@ -16,7 +16,8 @@ keep ("needles"):
 
 After the call has returned and the server has gone idle, every readable and writable
 mapping of the server (``/proc/PID/maps``) is read through ``/proc/PID/mem`` and searched
-for every needle. The float needles are only meaningful if the server computes the
+for every needle (tests/support/memscan.py; the server is started and stopped by
+hardware/service.py, the harness the other suites share). The float needles are only meaningful if the server computes the
 same bits: same model, same input, same thread count (the hardware profile) should give
 bit-identical output in another process. ``test_positive_control_*`` proves it and
 proves the search can fail: a server with its retention measures switched off leaves
@@ -38,7 +39,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -61,6 +61,7 @@ from kiosk.pipeline.verifier import Verifier
 from kiosk.settings import Settings
 from kiosk.v1 import kiosk_pb2 as pb
 from kiosk.v1 import kiosk_pb2_grpc
+from hardware.service import REPO, ServiceFailed, ServiceProcess, environment, kiosk_command
 from tests.integration.measures import (
     CONNECTIONS_KEPT,
     NO_PERTURB,
@@ -69,12 +70,11 @@ from tests.integration.measures import (
     TCACHE_ON,
     arena_on_profile,
     bootstrap,
-    terminate,
-    wait_serving,
 )
 from tests.integration.rpc import free_port
+from tests.support import memscan
+from tests.support.memscan import Hit, Marker, scan_memory, wait_until_idle
 
-REPO = Path(__file__).resolve().parents[2]
 CONSENT_VERSION = Settings().consent.accepted_versions[0]
 TIMEOUT = 120  # generous: model loading and scans share 2 cores with other test runs
 # Noise patch: PATCH x PATCH pixels at (PATCH_AT, PATCH_AT), in the corner, away from the face.
@@ -88,15 +88,6 @@ CLASSES = (ENCODED, PIXELS, ALIGNED, RAW, EMBEDDING)
 
 
 # --------------------------------------------------------------------------- markers and needles
-
-
-@dataclass(frozen=True)
-class Marker:
-    """One request image, unique to this test, and the byte strings that would betray it."""
-
-    name: str
-    encoded: bytes
-    needles: dict[str, tuple[bytes, ...]]
 
 
 def _entropy_coded(data: bytes) -> tuple[int, int]:
@@ -199,71 +190,6 @@ def markers(verifier: Verifier, faces: Path) -> Markers:
 # --------------------------------------------------------------------------- memory scan
 
 
-@dataclass(frozen=True)
-class Hit:
-    marker: str
-    kind: str
-    needle: int
-    address: int
-    mapping: str
-
-    def __str__(self) -> str:
-        return f"{self.marker}: {self.kind} #{self.needle} at {self.address:#x} in {self.mapping or '[anonymous]'}"
-
-
-def writable_mappings(pid: int) -> list[tuple[int, int, str]]:
-    """(start, end, name) of every readable and writable mapping of ``pid``."""
-    mappings = []
-    for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
-        parts = line.split(maxsplit=5)
-        if parts[1].startswith("rw"):
-            start, end = (int(x, 16) for x in parts[0].split("-"))
-            mappings.append((start, end, parts[5] if len(parts) > 5 else ""))
-    return mappings
-
-
-def scan_memory(pid: int, markers: list[Marker]) -> list[Hit]:
-    """Every occurrence of every needle of ``markers`` in the memory of ``pid``."""
-    hits = []
-    with open(f"/proc/{pid}/mem", "rb", buffering=0) as mem:
-        for start, end, name in writable_mappings(pid):
-            try:
-                mem.seek(start)
-                data = mem.read(end - start)
-            except OSError:
-                continue  # unmapped between reading maps and reading it
-            for marker in markers:
-                for kind, needles in marker.needles.items():
-                    for i, needle in enumerate(needles):
-                        at = data.find(needle)
-                        while at >= 0:
-                            hits.append(Hit(marker.name, kind, i, start + at, name))
-                            at = data.find(needle, at + 1)
-    return hits
-
-
-def cpu_ticks(pid: int) -> int:
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return int(fields[11]) + int(fields[12])  # utime + stime of all threads
-
-
-def wait_until_idle(pid: int, quiet_s: float = 0.5) -> None:
-    """Until the server used no CPU for ``quiet_s``: the call and gRPC's cleanup after it are over.
-
-    gRPC Python holds the request message until after it has sent the response, and
-    ONNX Runtime's threads spin for a moment after a run: the scan waits for both.
-    """
-    deadline = time.monotonic() + TIMEOUT
-    before = cpu_ticks(pid)
-    while time.monotonic() < deadline:
-        time.sleep(quiet_s)
-        now = cpu_ticks(pid)
-        if now == before:
-            return
-        before = now
-    pytest.fail(f"server {pid} did not go idle within {TIMEOUT} s")
-
-
 def wait_for_disconnect(channel: grpc.Channel) -> None:
     """Until the server has closed our connection, as it does after a second without calls.
 
@@ -285,15 +211,7 @@ def wait_for_disconnect(channel: grpc.Channel) -> None:
 
 
 def needle_report(hits: list[Hit], markers: list[Marker]) -> str:
-    found = {(h.marker, h.kind) for h in hits}
-    lines = []
-    for marker in markers:
-        for kind in CLASSES:
-            if kind in marker.needles:
-                count = sum(1 for h in hits if (h.marker, h.kind) == (marker.name, kind))
-                flag = "FOUND" if (marker.name, kind) in found else "absent"
-                lines.append(f"  {marker.name:22} {kind:9} {len(marker.needles[kind])} needles: {flag} ({count} hits)")
-    return "\n".join(lines)
+    return memscan.needle_report(hits, markers, CLASSES)
 
 
 # --------------------------------------------------------------------------- server process
@@ -309,20 +227,30 @@ def tree(root: Path) -> dict[str, tuple[int, int, bytes]]:
 
 @dataclass
 class ServerProcess:
-    """A `kiosk serve` subprocess with its own HOME, TMPDIR and working directory."""
+    """A `kiosk serve` subprocess (hardware/service.py) with its own HOME, TMPDIR and working directory."""
 
-    process: subprocess.Popen
-    address: str
+    service: ServiceProcess
     metrics_address: str
     root: Path
-    log_path: Path
     audit_path: Path
     key_path: Path
     channel: grpc.Channel
 
     @property
+    def process(self) -> subprocess.Popen:
+        return self.service.process
+
+    @property
     def pid(self) -> int:
-        return self.process.pid
+        return self.service.pid
+
+    @property
+    def address(self) -> str:
+        return self.service.address
+
+    @property
+    def log_path(self) -> Path:
+        return self.service.log_path
 
     @property
     def private_dirs(self) -> dict[str, Path]:
@@ -332,13 +260,20 @@ class ServerProcess:
         return kiosk_pb2_grpc.KioskStub(self.channel)
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        return self.service.log()
 
     def scan(self, markers: list[Marker], *, disconnected: bool = True) -> list[Hit]:
         """Search the server's memory once it is idle and, unless told otherwise, has dropped our connection."""
         if disconnected:
             wait_for_disconnect(self.channel)
-        wait_until_idle(self.pid)
+        return self.scan_now(markers)
+
+    def scan_now(self, markers: list[Marker]) -> list[Hit]:
+        """Search the server's memory once it is idle, connection open or not."""
+        try:
+            wait_until_idle(self.pid, TIMEOUT)
+        except TimeoutError as e:
+            pytest.fail(str(e))
         try:
             return scan_memory(self.pid, markers)
         except PermissionError:
@@ -346,14 +281,14 @@ class ServerProcess:
 
     def stop(self) -> None:
         self.channel.close()
-        terminate(self.process, TIMEOUT)
+        self.service.terminate(TIMEOUT)
 
 
-def start_server_process(root: Path, config: str = "", bootstrap: str = "") -> ServerProcess:
+def start_server_process(root: Path, config: str = "", bootstrap: str = "", env: dict[str, str] | None = None) -> ServerProcess:
     """Start `kiosk serve` (or ``bootstrap`` in its place) and wait until health says SERVING.
 
     ``config`` is extra settings TOML; an audit log with a 0600 key file and metrics on a
-    loopback port are always configured.
+    loopback port are always configured. ``env`` is added to the server's environment.
     """
     for name in ("home", "tmp", "cwd", "audit"):
         (root / name).mkdir(parents=True)
@@ -368,28 +303,22 @@ def start_server_process(root: Path, config: str = "", bootstrap: str = "") -> S
         f'[metrics]\nlisten = "{metrics_address}"\n\n{config}'
     )
     address = f"127.0.0.1:{free_port()}"
-    command = ["-c", bootstrap] if bootstrap else ["-m", "kiosk"]
-    env = {
-        **os.environ,
-        "HOME": str(root / "home"),
-        "TMPDIR": str(root / "tmp"),
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH", "")])),
-    }
-    log_path = root / "server.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, *command, "--config", str(settings), "serve", "--listen", address],
-            cwd=root / "cwd",
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+    service = ServiceProcess.start(
+        settings,
+        address,
+        root / "server.log",
+        serve_args=["--listen", address],
+        script=bootstrap or None,
+        env={"HOME": str(root / "home"), "TMPDIR": str(root / "tmp"), **(env or {})},
+        cwd=root / "cwd",
+    )
     channel = grpc.insecure_channel(address)
-    server = ServerProcess(process, address, metrics_address, root, log_path, audit_path, key_path, channel)
-    if not wait_serving(channel, TIMEOUT):
-        server.stop()
-        pytest.fail(f"kiosk serve did not reach SERVING:\n{server.log()[-4000:]}")
+    server = ServerProcess(service, metrics_address, root, audit_path, key_path, channel)
+    try:
+        service.wait_serving(TIMEOUT)
+    except ServiceFailed as e:
+        channel.close()
+        pytest.fail(f"kiosk serve did not reach SERVING:\n{e}")
     return server
 
 
@@ -636,6 +565,60 @@ def test_session_past_its_deadline_leaves_nothing(impatient_server: ServerProces
     assert code == grpc.StatusCode.DEADLINE_EXCEEDED
     assert events, "the frame was analysed before the deadline"
     assert_nothing_retained(impatient_server, [id_photo, frame])
+
+
+# --------------------------------------------------------------------------- memory: the request as it arrived
+
+
+def transport_scenario(server: ServerProcess, markers: Markers, kind: str) -> list[Marker]:
+    """One call of ``kind`` on the server's channel; the markers whose encoded bytes it sent."""
+    if kind == "verify match":
+        id_photo, live = markers.id_photo(), markers.live()
+        assert verify(server, id_photo.encoded, [live.encoded]).decision == pb.VerifyResponse.MATCH
+        return [id_photo, live]
+    if kind == "verify failure":
+        id_photo, live, second = markers.id_photo(), markers.live(), markers.live("truncated live photo")
+        truncated = second.encoded[: len(second.encoded) // 2]
+        error = verify_error(server, id_photo.encoded, [live.encoded, truncated])
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error.details()
+        cut = Marker(second.name, truncated, {ENCODED: tuple(n for n in second.needles[ENCODED] if n in truncated)})
+        return [id_photo, live, cut]
+    assert kind == "session"
+    id_photo, frames = markers.nuaa(4)
+    events, code = run_session(server, session_messages(id_photo.encoded, [f.encoded for f in frames]))
+    assert events and code in (grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT), code
+    return [id_photo, *frames]
+
+
+def encoded_copies(server: ServerProcess, sent: list[Marker]) -> list[Hit]:
+    """Copies of the encoded needles of ``sent`` in the server's memory now: no wait for idle or disconnect."""
+    encoded_only = [Marker(m.name, m.encoded, {ENCODED: m.needles[ENCODED]}) for m in sent]
+    try:
+        return scan_memory(server.pid, encoded_only)
+    except PermissionError:
+        pytest.skip("reading the non-dumpable server's memory needs root (CAP_SYS_PTRACE)")
+
+
+FURTHER_CALLS = 10
+TRANSPORT_KINDS = ("verify match", "verify failure", "session")
+
+
+@pytest.mark.parametrize("kind", TRANSPORT_KINDS)
+def test_encoded_request_bytes_do_not_outlive_ten_further_calls(server: ServerProcess, markers: Markers, kind: str):
+    """The photos as they came over the wire, scanned right after the answer and after ten more calls.
+
+    The further calls (an unmarked genuine pair) use the same connection, as a kiosk's do;
+    the scans do not wait for the server to go idle or close the connection.
+    """
+    sent = transport_scenario(server, markers, kind)
+    right_after = encoded_copies(server, sent)
+    photos = sorted((markers.faces / "lfw__Martin_Scorsese").glob("*.jpg"))
+    plain = pb.VerifyRequest(id_photo=photos[0].read_bytes(), live_photos=[photos[1].read_bytes()], consent=consent())
+    for _ in range(FURTHER_CALLS):
+        server.stub().Verify(plain, timeout=TIMEOUT)
+    after = encoded_copies(server, sent)
+    print(f"\n{kind}: encoded copies right after the answer {len(right_after)}, after {FURTHER_CALLS} calls {len(after)}")
+    assert not after, f"{kind}: still in memory after {FURTHER_CALLS} further calls:\n" + "\n".join(map(str, after))
 
 
 # --------------------------------------------------------------------------- disk
@@ -947,9 +930,9 @@ def test_a_corrupted_photo_right_after_a_valid_one_never_shows_a_face(server: Se
 
 def kiosk_audit_verify(log: Path, key: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "kiosk", "audit", "verify", str(log), "--key-file", str(key)],
+        kiosk_command("audit", "verify", str(log), "--key-file", str(key)),
         cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
+        env=environment(),
         capture_output=True,
         text=True,
         timeout=TIMEOUT,
