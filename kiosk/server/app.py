@@ -47,6 +47,7 @@ from kiosk.server.observe import CallObserver
 from kiosk.server.policy import ServicePolicy
 from kiosk.server.ratelimit import RateLimiter
 from kiosk.server.servicer import KioskServicer, VerifierSlot
+from kiosk.server.wire import RequestDecoding
 from kiosk.settings import Settings, TlsSettings
 from kiosk.v1 import kiosk_pb2, kiosk_pb2_grpc
 
@@ -243,6 +244,8 @@ def build_server(
         interceptors=[
             CallObserver(SERVICE_NAME, metrics),
             CallGuard(service.max_concurrent_calls, GUARDED_METHODS, rates),
+            # Innermost, so every method's received bytes are wiped once parsed (kiosk.server.wire).
+            RequestDecoding(f"/{SERVICE_NAME}/"),
         ],
         # Past this gRPC itself answers RESOURCE_EXHAUSTED instead of queueing without bound.
         maximum_concurrent_rpcs=workers,

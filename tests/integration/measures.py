@@ -46,3 +46,8 @@ def arena_on_profile(directory: Path) -> Path:
     path = directory / "arena_on.toml"
     path.write_text(text.replace("enable_cpu_mem_arena = false", "enable_cpu_mem_arena = true"))
     return path
+
+# Not a measure: holds each answer at the moment it is ready (tests/support/hold.py).
+HOLD_ANSWER = "from tests.support import hold; hold.install()"
+# The received request bytes are not wiped once parsed (kiosk.server.wire).
+NO_REQUEST_WIPE = "from kiosk.server import wire; wire.wipe_bytes = lambda data: None"

@@ -43,6 +43,8 @@ import threading
 import time
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -64,6 +66,7 @@ from kiosk.v1 import kiosk_pb2_grpc
 from hardware.service import REPO, ServiceFailed, ServiceProcess, environment, kiosk_command
 from tests.integration.measures import (
     CONNECTIONS_KEPT,
+    HOLD_ANSWER,
     NO_PERTURB,
     NO_STARTUP_ENVIRONMENT,
     NO_WIPES,
@@ -570,24 +573,38 @@ def test_session_past_its_deadline_leaves_nothing(impatient_server: ServerProces
 # --------------------------------------------------------------------------- memory: the request as it arrived
 
 
-def transport_scenario(server: ServerProcess, markers: Markers, kind: str) -> list[Marker]:
-    """One call of ``kind`` on the server's channel; the markers whose encoded bytes it sent."""
+def transport_markers(markers: Markers, kind: str) -> list[Marker]:
+    """The photos one call of ``kind`` sends (for "verify failure" the last is sent truncated)."""
     if kind == "verify match":
-        id_photo, live = markers.id_photo(), markers.live()
-        assert verify(server, id_photo.encoded, [live.encoded]).decision == pb.VerifyResponse.MATCH
-        return [id_photo, live]
+        return [markers.id_photo(), markers.live()]
     if kind == "verify failure":
-        id_photo, live, second = markers.id_photo(), markers.live(), markers.live("truncated live photo")
+        return [markers.id_photo(), markers.live(), markers.live("truncated live photo")]
+    assert kind == "session"
+    id_photo, frames = markers.nuaa(4)
+    return [id_photo, *frames]
+
+
+def transport_call(server: ServerProcess, kind: str, photos: list[Marker]) -> list[Marker]:
+    """One call of ``kind`` on the server's channel; the markers of the bytes it really sent."""
+    if kind == "verify match":
+        id_photo, live = photos
+        assert verify(server, id_photo.encoded, [live.encoded]).decision == pb.VerifyResponse.MATCH
+        return photos
+    if kind == "verify failure":
+        id_photo, live, second = photos
         truncated = second.encoded[: len(second.encoded) // 2]
         error = verify_error(server, id_photo.encoded, [live.encoded, truncated])
         assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error.details()
         cut = Marker(second.name, truncated, {ENCODED: tuple(n for n in second.needles[ENCODED] if n in truncated)})
         return [id_photo, live, cut]
-    assert kind == "session"
-    id_photo, frames = markers.nuaa(4)
+    id_photo, *frames = photos
     events, code = run_session(server, session_messages(id_photo.encoded, [f.encoded for f in frames]))
     assert events and code in (grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT), code
-    return [id_photo, *frames]
+    return photos
+
+
+def transport_scenario(server: ServerProcess, markers: Markers, kind: str) -> list[Marker]:
+    return transport_call(server, kind, transport_markers(markers, kind))
 
 
 def encoded_copies(server: ServerProcess, sent: list[Marker]) -> list[Hit]:
@@ -601,6 +618,8 @@ def encoded_copies(server: ServerProcess, sent: list[Marker]) -> list[Hit]:
 
 FURTHER_CALLS = 10
 TRANSPORT_KINDS = ("verify match", "verify failure", "session")
+# Photos (encoded) that one call of each kind sends.
+PHOTOS_SENT = {"verify match": 2, "verify failure": 3, "session": 5}
 
 
 @pytest.mark.parametrize("kind", TRANSPORT_KINDS)
@@ -619,6 +638,70 @@ def test_encoded_request_bytes_do_not_outlive_ten_further_calls(server: ServerPr
     after = encoded_copies(server, sent)
     print(f"\n{kind}: encoded copies right after the answer {len(right_after)}, after {FURTHER_CALLS} calls {len(after)}")
     assert not after, f"{kind}: still in memory after {FURTHER_CALLS} further calls:\n" + "\n".join(map(str, after))
+
+
+def copies(hits: list[Hit], sent: list[Marker]) -> int:
+    """How many copies of the photos ``hits`` show: per photo, the most hits of any one of its needles."""
+    per_needle: dict[tuple[str, int], int] = {}
+    for hit in hits:
+        per_needle[hit.marker, hit.needle] = per_needle.get((hit.marker, hit.needle), 0) + 1
+    return sum(max((n for (m, _), n in per_needle.items() if m == marker.name), default=0) for marker in sent)
+
+
+@contextmanager
+def held_answer(server: ServerProcess, gate: Path) -> Iterator[None]:
+    """Inside: the server holds its next answer ready (tests/support/hold.py) and the call waits for it."""
+    held = Path(f"{gate}.held")
+    held.unlink(missing_ok=True)
+    gate.write_text("")
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while not held.exists():
+            assert time.monotonic() < deadline, "the server never reached its answer"
+            time.sleep(0.01)
+        yield
+    finally:
+        held.unlink(missing_ok=True)
+        gate.unlink(missing_ok=True)
+
+
+def copies_at_the_answer(server: ServerProcess, gate: Path, markers: Markers, kind: str) -> tuple[int, list[Hit]]:
+    """Copies of the encoded photos while the server holds the answer to one call of ``kind`` ready."""
+    photos = transport_markers(markers, kind)
+    with ThreadPoolExecutor(1) as pool:
+        call = pool.submit(transport_call, server, kind, photos)
+        with held_answer(server, gate):
+            hits = encoded_copies(server, photos)
+        call.result(timeout=TIMEOUT)
+    return copies(hits, photos), hits
+
+
+@pytest.fixture(scope="module")
+def held_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, Path]]:
+    """The hardened server, holding each answer at the moment it is ready while a gate file exists."""
+    root = tmp_path_factory.mktemp("held")
+    gate = root / "gate"
+    running = start_server_process(root, "", bootstrap(HOLD_ANSWER), env={"KIOSK_TEST_GATE": str(gate)})
+    yield running, gate
+    running.stop()
+
+
+@pytest.mark.parametrize("kind", TRANSPORT_KINDS)
+def test_at_the_answer_each_photo_is_held_once_by_the_parsed_message(held_server, markers: Markers, kind: str):
+    """What the answer is sent with: one copy of each photo and the end of the last message, no more.
+
+    Measured: one whole copy per photo, contiguous (the parsed request message, upb's
+    arena, which the servicer reads the photos from), and the last chunk of the last
+    photo elsewhere (the connection's read buffer). gRPC frees the message right after
+    sending the answer and glibc overwrites it; the read buffer goes with the next read
+    or the idle close (test_encoded_request_bytes_do_not_outlive_ten_further_calls,
+    test_verify_match_leaves_nothing_in_memory). A session has answered frame by frame:
+    at its decision only the last message's bytes can be left.
+    """
+    server, gate = held_server
+    found, hits = copies_at_the_answer(server, gate, markers, kind)
+    print(f"\n{kind}: {found} copies of the encoded photos at the answer")
+    assert found <= PHOTOS_SENT[kind] + 1, f"{kind}: more than one copy per photo:\n" + "\n".join(map(str, hits))
 
 
 # --------------------------------------------------------------------------- disk
