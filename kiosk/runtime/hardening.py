@@ -24,13 +24,20 @@ Each measure closes a way for a photo or an embedding to outlive the request:
   message (a photo's end) in a small chunk that never got the perturb fill. It can only
   be turned off by ``GLIBC_TUNABLES=glibc.malloc.tcache_count=0`` in the environment the
   process starts with.
+* Python's own allocator for objects up to 512 bytes (pymalloc) hands freed blocks
+  back to its pools without calling ``free()``, so M_PERTURB never reaches them: a
+  48-byte slice of a photo (its last bytes) was once found ~80 calls after its session,
+  and a test that slices photos into small objects finds them after the call with
+  pymalloc and not without it. ``PYTHONMALLOC=malloc``, read when the interpreter
+  starts, sends every Python allocation to glibc, where the perturb fill and the
+  disabled per-thread cache apply (measured cost: tests/bench/test_bench_retention.py).
 * ONNX Runtime's Linux wheels (1.29 and later) record usage events (process and model
   information, run counts and durations) in a database under ``~/.cache/Microsoft`` and
   upload them to Microsoft. ``ORT_DISABLE_TELEMETRY=1``, set before ONNX Runtime
   initialises, turns that off completely: no file, no device id, no upload.
 
 ``kiosk serve`` starts itself over once (same pid and arguments) with the environment
-of the last two (``startup_environment``).
+of the last three (``startup_environment``).
 
 The README's "Zero retention" section has the measurements behind each choice.
 """
@@ -59,6 +66,8 @@ PROC_SWAPS = Path("/proc/swaps")
 TCACHE_OFF = "glibc.malloc.tcache_count=0"
 # ONNX Runtime's telemetry opt-out, read once when it initialises.
 ORT_TELEMETRY_OFF = ("ORT_DISABLE_TELEMETRY", "1")
+# Every Python allocation through glibc (no pymalloc pools), read when the interpreter starts.
+PYTHON_ALLOCATOR: tuple[str, str] | None = ("PYTHONMALLOC", "malloc")
 
 
 @dataclass(frozen=True)
@@ -70,6 +79,7 @@ class Hardening:
     freed_memory_overwritten: bool
     small_chunk_cache_off: bool
     onnxruntime_telemetry_off: bool
+    python_objects_via_glibc: bool
     swap_active: bool
 
     @property
@@ -130,16 +140,25 @@ def startup_environment(environ: Mapping[str, str]) -> dict[str, str] | None:
     """``environ`` with what must be set when the process starts, or None when it already is.
 
     That is ONNX Runtime's telemetry opt-out and, on glibc, the per-thread cache turned
-    off; other tunables in ``GLIBC_TUNABLES`` are kept.
+    off and Python's small objects sent to glibc; other tunables in ``GLIBC_TUNABLES``
+    are kept.
     """
     wanted = dict(environ)
     name, value = ORT_TELEMETRY_OFF
     wanted[name] = value
+    if runs_on_glibc() and PYTHON_ALLOCATOR is not None:
+        name, value = PYTHON_ALLOCATOR
+        wanted[name] = value
     if runs_on_glibc() and not tcache_off(environ):
         tunables = [t for t in environ.get("GLIBC_TUNABLES", "").split(":") if t]
         kept = [t for t in tunables if not t.startswith("glibc.malloc.tcache_count=")]
         wanted["GLIBC_TUNABLES"] = ":".join([*kept, TCACHE_OFF])
     return None if wanted == dict(environ) else wanted
+
+
+def python_objects_via_glibc(environ: Mapping[str, str] = os.environ) -> bool:
+    """True when this interpreter was started with every allocation through the C library."""
+    return environ.get("PYTHONMALLOC") == "malloc"
 
 
 def swap_active(proc_swaps: Path = PROC_SWAPS) -> bool:
@@ -172,8 +191,17 @@ def harden_process(log: logging.Logger, proc_swaps: Path = PROC_SWAPS) -> Harden
     telemetry_off = os.environ.get(name) == value
     if not telemetry_off:
         log.warning("ONNX Runtime telemetry is on: start the service with `kiosk serve` (or set %s=%s)", name, value)
+    python_via_glibc = python_objects_via_glibc()
+    if runs_on_glibc() and not python_via_glibc:
+        log.warning("Python's small-object allocator is on: start the service with `kiosk serve` (or set PYTHONMALLOC=malloc)")
     hardening = Hardening(
-        core_limit_zero(), not_dumpable(), overwritten, cache_off, telemetry_off, swap_active(proc_swaps)
+        core_limit_zero(),
+        not_dumpable(),
+        overwritten,
+        cache_off,
+        telemetry_off,
+        python_via_glibc,
+        swap_active(proc_swaps),
     )
     if hardening.swap_active:
         log.warning(
@@ -181,10 +209,12 @@ def harden_process(log: logging.Logger, proc_swaps: Path = PROC_SWAPS) -> Harden
             "disable swap (or use encrypted swap) on a kiosk"
         )
     log.info(
-        "hardening: core dumps %s, freed memory %s, glibc per-thread cache %s, ONNX Runtime telemetry %s",
+        "hardening: core dumps %s, freed memory %s, glibc per-thread cache %s, ONNX Runtime telemetry %s, "
+        "Python small-object allocator %s",
         "disabled" if hardening.core_dumps_disabled else "ENABLED",
         "overwritten" if overwritten else "NOT overwritten",
         "off" if cache_off else "ON",
         "off" if telemetry_off else "ON",
+        "off" if python_via_glibc else "ON",
     )
     return hardening

@@ -16,8 +16,7 @@ the arena variant gets a copy of the profile with ``enable_cpu_mem_arena = true`
 * ``onnxruntime_arena_on``: ONNX Runtime's CPU arena on;
 * ``no_explicit_wipes``: ``Scratch`` zeroes nothing (pipeline arrays, request payloads);
 * ``no_measures``: all of the above at once;
-* ``pythonmalloc_malloc``: hardened plus ``PYTHONMALLOC=malloc``, a measure the
-  retention tests showed no need for, measured to say what it would cost;
+* ``pymalloc_on``: Python's small-object allocator back on (no ``PYTHONMALLOC=malloc``);
 * ``hardened_new_connection``: hardened, each call on a new channel: what a kiosk pays
   for the server closing idle connections after a second (a reconnect per call).
 
@@ -48,7 +47,7 @@ from kiosk.runtime.profile import select_profile
 from kiosk.v1 import kiosk_pb2 as pb
 from kiosk.v1 import kiosk_pb2_grpc
 from hardware.service import ServiceFailed, ServiceProcess
-from tests.integration.measures import NO_PERTURB, NO_WIPES, TCACHE_ON, arena_on_profile, bootstrap
+from tests.integration.measures import NO_PERTURB, NO_WIPES, PYMALLOC_ON, TCACHE_ON, arena_on_profile, bootstrap
 from tests.integration.rpc import verify_request
 
 ROUNDS = 30
@@ -69,8 +68,8 @@ VARIANTS = {
     "glibc_tcache_on": Variant(patches=(TCACHE_ON,)),
     "onnxruntime_arena_on": Variant(arena=True),
     "no_explicit_wipes": Variant(patches=(NO_WIPES,)),
-    "no_measures": Variant(patches=(NO_PERTURB, TCACHE_ON, NO_WIPES), arena=True),
-    "pythonmalloc_malloc": Variant(env=(("PYTHONMALLOC", "malloc"),)),
+    "no_measures": Variant(patches=(NO_PERTURB, TCACHE_ON, NO_WIPES, PYMALLOC_ON), arena=True),
+    "pymalloc_on": Variant(patches=(PYMALLOC_ON,)),
 }
 
 

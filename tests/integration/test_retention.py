@@ -67,6 +67,8 @@ from hardware.service import REPO, ServiceFailed, ServiceProcess, environment, k
 from tests.integration.measures import (
     CONNECTIONS_KEPT,
     HOLD_ANSWER,
+    PYMALLOC_ON,
+    SMALL_SLICE,
     NO_PERTURB,
     NO_STARTUP_ENVIRONMENT,
     NO_WIPES,
@@ -570,6 +572,54 @@ def test_session_past_its_deadline_leaves_nothing(impatient_server: ServerProces
     assert_nothing_retained(impatient_server, [id_photo, frame])
 
 
+SMALL_SLICE_BYTES = 48
+
+
+def tail_marker(marker: Marker) -> Marker:
+    """Only the photo's last 48 bytes, as the small slice holds them."""
+    return Marker(marker.name, marker.encoded, {ENCODED: (marker.encoded[-SMALL_SLICE_BYTES:],)})
+
+
+def small_slice_residue(server: ServerProcess, markers: Markers, calls: int = 3) -> list[Hit]:
+    """The tails of ``calls`` Verify calls' live photos left after the connection closed and the server idled."""
+    id_photo = markers.id_photo()
+    lives = [markers.live(f"live photo {i}") for i in range(calls)]
+    for live in lives:
+        verify(server, id_photo.encoded, [live.encoded])
+    return server.scan([tail_marker(live) for live in lives])
+
+
+def test_positive_control_pymalloc_keeps_a_small_slice_of_a_photo(markers: Markers, tmp_path: Path):
+    """Python's small-object allocator, back on, keeps a 48-byte slice of a photo after the call (issue 14.3).
+
+    The server makes a small bytes object of each live photo's last 48 bytes and drops it
+    at once (SMALL_SLICE); pymalloc returns the block to its pool without overwriting it.
+    """
+    reports = []
+    for attempt in range(CONTROL_ATTEMPTS):
+        control = start_server_process(tmp_path / f"pymalloc{attempt}", "", bootstrap(PYMALLOC_ON, SMALL_SLICE))
+        try:
+            hits = small_slice_residue(control, markers)
+        finally:
+            control.stop()
+        if hits:
+            return
+        reports.append("no hit")
+    pytest.fail(f"no small-slice residue from {CONTROL_ATTEMPTS} servers with pymalloc on")
+
+
+def test_a_small_slice_of_a_photo_is_overwritten_when_freed(markers: Markers, tmp_path: Path):
+    """The shipped server (PYTHONMALLOC=malloc, so glibc's M_PERTURB reaches small objects too)."""
+    server = start_server_process(tmp_path / "hardened", "", bootstrap(SMALL_SLICE))
+    try:
+        environ = Path(f"/proc/{server.pid}/environ").read_bytes().split(b"\0")
+        assert b"PYTHONMALLOC=malloc" in environ
+        hits = small_slice_residue(server, markers)
+    finally:
+        server.stop()
+    assert not hits, "small slices of photos left in memory:\n" + "\n".join(map(str, hits))
+
+
 # --------------------------------------------------------------------------- memory: the request as it arrived
 
 
@@ -862,10 +912,12 @@ def test_core_dumps_are_disabled_and_the_allocator_hardened(server: ServerProces
     assert info.swap_active == (len(Path("/proc/swaps").read_text().splitlines()) > 1)
     # `kiosk serve` started over (same pid) with glibc's per-thread cache off.
     environ = Path(f"/proc/{server.pid}/environ").read_bytes().split(b"\0")
-    assert {b"GLIBC_TUNABLES=glibc.malloc.tcache_count=0", b"ORT_DISABLE_TELEMETRY=1"} <= set(environ)
+    assert {b"GLIBC_TUNABLES=glibc.malloc.tcache_count=0", b"ORT_DISABLE_TELEMETRY=1", b"PYTHONMALLOC=malloc"} <= set(
+        environ
+    )
     assert (
         "hardening: core dumps disabled, freed memory overwritten, glibc per-thread cache off, "
-        "ONNX Runtime telemetry off"
+        "ONNX Runtime telemetry off, Python small-object allocator off"
     ) in server.log()
 
 
