@@ -11,7 +11,16 @@ Each measure closes a way for a photo or an embedding to outlive the request:
   may ptrace it; processes of the service's own user (a debugger, a monitoring agent)
   lose that access. That is the point, so there is no setting to turn it off.
 * Swap would put heap pages on disk where no wipe reaches them. The service cannot
-  turn swap off (that is the operator's job); it says so at start-up.
+  turn swap off (that is the operator's job); it says so at start-up, and it locks its
+  memory: ``mlockall(MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT)`` keeps every page it
+  touches, now and later, out of swap (pages are locked as they are first used, so the
+  resident size does not grow). The kernel counts every mapping's full size against
+  ``RLIMIT_MEMLOCK`` (the service maps several GB of address space it never touches),
+  and with ``MCL_FUTURE`` an allocation past the limit would fail, so the lock is taken
+  only where it cannot run out: an unlimited ``RLIMIT_MEMLOCK`` (the systemd unit sets
+  ``LimitMEMLOCK=infinity``; resident memory stays bounded by ``MemoryMax``) or
+  CAP_IPC_LOCK. Otherwise the service warns, reports ``VmLck`` 0 and runs unlocked.
+  ``MADV_DONTDUMP`` is not needed on top: no core dump is written at all.
 * glibc's ``free()`` leaves the bytes where they were until the memory is reused. With
   ``mallopt(M_PERTURB, byte)`` every ``free()`` that reaches glibc's bins overwrites the
   chunk first, so the copies that libraries make on the way (gRPC's receive buffers,
@@ -62,6 +71,11 @@ M_PERTURB = -6
 FREED_MEMORY_BYTE = 0xFF
 
 PROC_SWAPS = Path("/proc/swaps")
+PROC_STATUS = Path("/proc/self/status")
+# <sys/mman.h>: lock what is mapped now and what is mapped later, each page when first touched.
+MCL_CURRENT, MCL_FUTURE, MCL_ONFAULT = 1, 2, 4
+# <linux/capability.h>: lets a process lock memory past RLIMIT_MEMLOCK.
+CAP_IPC_LOCK = 14
 # The glibc tunable that turns the per-thread cache off; glibc reads it at process start only.
 TCACHE_OFF = "glibc.malloc.tcache_count=0"
 # ONNX Runtime's telemetry opt-out, read once when it initialises.
@@ -80,6 +94,7 @@ class Hardening:
     small_chunk_cache_off: bool
     onnxruntime_telemetry_off: bool
     python_objects_via_glibc: bool
+    memory_locked: bool
     swap_active: bool
 
     @property
@@ -161,6 +176,41 @@ def python_objects_via_glibc(environ: Mapping[str, str] = os.environ) -> bool:
     return environ.get("PYTHONMALLOC") == "malloc"
 
 
+def has_ipc_lock(proc_status: Path = PROC_STATUS) -> bool:
+    """True when this process may lock memory whatever RLIMIT_MEMLOCK says (CAP_IPC_LOCK in effect)."""
+    for line in proc_status.read_text().splitlines():
+        if line.startswith("CapEff:"):
+            return bool(int(line.split()[1], 16) >> CAP_IPC_LOCK & 1)
+    return False
+
+
+def lock_memory() -> str | None:
+    """Lock every page of this process, now and later, against swap; None when done, else why not.
+
+    The soft RLIMIT_MEMLOCK is raised to the hard one first (allowed without privilege).
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_MEMLOCK, (hard, hard))
+        soft = hard
+    if soft != resource.RLIM_INFINITY and not has_ipc_lock():
+        return (
+            f"RLIMIT_MEMLOCK is {soft // 1024} KiB, not unlimited: locking would make allocations past it fail "
+            "(set LimitMEMLOCK=infinity in the systemd unit, or `ulimit -l unlimited`)"
+        )
+    if _libc().mlockall(MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT) != 0:
+        return f"mlockall failed: {os.strerror(ctypes.get_errno())}"
+    return None
+
+
+def locked_kib(proc_status: Path = PROC_STATUS) -> int:
+    """This process's locked memory (VmLck), in KiB."""
+    for line in proc_status.read_text().splitlines():
+        if line.startswith("VmLck:"):
+            return int(line.split()[1])
+    return 0
+
+
 def swap_active(proc_swaps: Path = PROC_SWAPS) -> bool:
     """True when any swap device is in use: a header line, then one line per active device."""
     try:
@@ -191,6 +241,9 @@ def harden_process(log: logging.Logger, proc_swaps: Path = PROC_SWAPS) -> Harden
     telemetry_off = os.environ.get(name) == value
     if not telemetry_off:
         log.warning("ONNX Runtime telemetry is on: start the service with `kiosk serve` (or set %s=%s)", name, value)
+    not_locked = lock_memory()
+    if not_locked:
+        log.warning("memory is not locked, pages holding photos may be swapped out: %s", not_locked)
     python_via_glibc = python_objects_via_glibc()
     if runs_on_glibc() and not python_via_glibc:
         log.warning("Python's small-object allocator is on: start the service with `kiosk serve` (or set PYTHONMALLOC=malloc)")
@@ -201,20 +254,24 @@ def harden_process(log: logging.Logger, proc_swaps: Path = PROC_SWAPS) -> Harden
         cache_off,
         telemetry_off,
         python_via_glibc,
+        not_locked is None,
         swap_active(proc_swaps),
     )
-    if hardening.swap_active:
+    if hardening.swap_active and not hardening.memory_locked:
         log.warning(
             "swap is active: heap pages holding photos may be written to the swap device; "
             "disable swap (or use encrypted swap) on a kiosk"
         )
+    elif hardening.swap_active:
+        log.warning("swap is active: this service's memory is locked out of it, other processes' is not")
     log.info(
         "hardening: core dumps %s, freed memory %s, glibc per-thread cache %s, ONNX Runtime telemetry %s, "
-        "Python small-object allocator %s",
+        "Python small-object allocator %s, memory %s",
         "disabled" if hardening.core_dumps_disabled else "ENABLED",
         "overwritten" if overwritten else "NOT overwritten",
         "off" if cache_off else "ON",
         "off" if telemetry_off else "ON",
         "off" if python_via_glibc else "ON",
+        "locked" if hardening.memory_locked else "NOT locked",
     )
     return hardening

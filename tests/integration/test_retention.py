@@ -917,8 +917,27 @@ def test_core_dumps_are_disabled_and_the_allocator_hardened(server: ServerProces
     )
     assert (
         "hardening: core dumps disabled, freed memory overwritten, glibc per-thread cache off, "
-        "ONNX Runtime telemetry off, Python small-object allocator off"
+        "ONNX Runtime telemetry off, Python small-object allocator off, memory locked"
     ) in server.log()
+    # Locked as pages are touched (MCL_ONFAULT): the models and everything since (issue 14.5).
+    assert server.service.proc_status("VmLck") > 0
+
+
+def test_a_memory_lock_limit_too_low_is_a_warning_not_a_failure(tmp_path: Path):
+    """RLIMIT_MEMLOCK of 64 KiB and no CAP_IPC_LOCK: the service runs unlocked and says why."""
+    low_limit = (
+        "import resource; resource.setrlimit(resource.RLIMIT_MEMLOCK, (65536, 65536)); "
+        "hardening.has_ipc_lock = lambda: False"
+    )
+    server = start_server_process(tmp_path, "", bootstrap(low_limit))
+    try:
+        assert server.stub().GetInfo(pb.InfoRequest(), timeout=TIMEOUT).service_version
+        locked = server.service.proc_status("VmLck")
+    finally:
+        server.stop()
+    assert locked == 0
+    assert "memory is not locked, pages holding photos may be swapped out: RLIMIT_MEMLOCK is 64 KiB" in server.log()
+    assert "memory NOT locked" in server.log()
 
 
 # --------------------------------------------------------------------------- logs, errors, metrics
