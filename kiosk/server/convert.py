@@ -356,6 +356,7 @@ def info_to_proto(info: ServiceInfo) -> pb.InfoResponse:
         runtime_versions=info.runtime_versions,
         calibration_created=info.calibration_created,
         board_model=info.board_model,
+        memory_locked=info.memory_locked,
     )
 
 
@@ -384,4 +385,5 @@ def info_from_proto(response: pb.InfoResponse) -> ServiceInfo:
         runtime_versions=dict(response.runtime_versions),
         calibration_created=response.calibration_created,
         board_model=response.board_model,
+        memory_locked=response.memory_locked,
     )

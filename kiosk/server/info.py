@@ -3,7 +3,8 @@
 ``swap_active`` and ``core_dumps_disabled`` are read from the live process and system
 on every call, not from settings, so an operator sees the state the images actually
 live in; ``core_dumps_disabled`` needs both of ``kiosk.runtime.hardening``'s measures
-(a zero core limit and a non-dumpable process).
+(a zero core limit and a non-dumpable process). ``memory_locked`` likewise: the
+process's locked memory (VmLck) now.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from importlib import metadata
 
 import kiosk
 from kiosk.pipeline.types import OperatingPoint
-from kiosk.runtime.hardening import core_dumps_disabled, swap_active
+from kiosk.runtime.hardening import core_dumps_disabled, locked_kib, swap_active
 from kiosk.runtime.profile import read_board_model
 from kiosk.pipeline.verifier import Verifier
 from kiosk.settings import Settings
@@ -57,6 +58,8 @@ class ServiceInfo:
     runtime_versions: dict[str, str]
     calibration_created: str
     board_model: str
+    # Read from the live process like swap_active (VmLck > 0): locked against swap.
+    memory_locked: bool = False
 
 
 def service_version() -> str:
@@ -107,4 +110,5 @@ def collect_info(settings: Settings, verifier: Verifier) -> ServiceInfo:
         runtime_versions=runtime_versions(),
         calibration_created=verifier.calibration.created if verifier.calibration is not None else "",
         board_model=read_board_model(),
+        memory_locked=locked_kib() > 0,
     )
