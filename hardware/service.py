@@ -63,10 +63,10 @@ def terminate(process: subprocess.Popen, timeout: float = STOP_TIMEOUT_S) -> int
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
         try:
-            process.wait(timeout=timeout)
+            process.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             process.kill()
-            process.wait()
+            process.communicate()
     return process.returncode
 
 
@@ -92,16 +92,22 @@ class ServiceProcess:
         script: str | None = None,
         env: Mapping[str, str] = {},
         cwd: Path = REPO,
+        stdout_pipe: bool = False,
     ) -> ServiceProcess:
-        """``kiosk --config CONFIG serve SERVE_ARGS``; ``address`` is where it will listen (for health)."""
+        """``kiosk --config CONFIG serve SERVE_ARGS``; ``address`` is where it will listen (for health).
+
+        The log is stdout and stderr; with ``stdout_pipe`` it is stderr only, and stdout is
+        ``process.stdout`` (text) for a script that reports to the test there.
+        """
         with open(log_path, "wb") as log:
             process = subprocess.Popen(
                 kiosk_command("--config", str(config), "serve", *serve_args, script=script),
                 cwd=cwd,
                 env=environment(env),
                 stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
+                stdout=subprocess.PIPE if stdout_pipe else log,
+                stderr=log if stdout_pipe else subprocess.STDOUT,
+                text=stdout_pipe,
             )
         return cls(process, address, log_path, time.monotonic())
 
@@ -157,7 +163,7 @@ class ServiceProcess:
     def kill(self) -> None:
         if self.process.poll() is None:
             self.process.kill()
-        self.process.wait()
+        self.process.communicate()
 
     def __enter__(self) -> ServiceProcess:
         return self

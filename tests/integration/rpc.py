@@ -152,7 +152,12 @@ class ServeProcess(ServiceProcess):
         port = free_port()
         config = serve_config(directory, port, extra_config)
         running = ServiceProcess.start(
-            config, f"127.0.0.1:{port}", directory / "serve.log", script=script, serve_args=script_args if script else ()
+            config,
+            f"127.0.0.1:{port}",
+            directory / "serve.log",
+            script=script,
+            serve_args=script_args if script else (),
+            stdout_pipe=True,
         )
         return cls(running.process, running.address, running.log_path, running.started, audit_path=directory / "audit.jsonl")
 
