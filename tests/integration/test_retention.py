@@ -915,22 +915,37 @@ def test_core_dumps_are_disabled_and_the_allocator_hardened(server: ServerProces
     assert {b"GLIBC_TUNABLES=glibc.malloc.tcache_count=0", b"ORT_DISABLE_TELEMETRY=1", b"PYTHONMALLOC=malloc"} <= set(
         environ
     )
+    lock = "memory locked" if info.swap_active else "memory not locked (no swap)"
     assert (
         "hardening: core dumps disabled, freed memory overwritten, glibc per-thread cache off, "
-        "ONNX Runtime telemetry off, Python small-object allocator off, memory locked"
+        f"ONNX Runtime telemetry off, Python small-object allocator off, {lock}"
     ) in server.log()
-    # Locked as pages are touched (MCL_ONFAULT): the models and everything since (issue 14.5).
-    assert server.service.proc_status("VmLck") > 0
-    assert info.memory_locked
+    assert info.memory_locked == info.swap_active
+
+
+# The service believes a swap device is active (this machine may have none).
+SWAP_ACTIVE = "hardening.swap_active = lambda proc_swaps=None: True"
+
+
+def test_with_swap_active_the_memory_is_locked(tmp_path: Path):
+    """Locked as pages are touched (MCL_ONFAULT): the models and everything since (issue 14.5)."""
+    server = start_server_process(tmp_path, "", bootstrap(SWAP_ACTIVE))
+    try:
+        info = server.stub().GetInfo(pb.InfoRequest(), timeout=TIMEOUT)
+        locked = server.service.proc_status("VmLck")
+    finally:
+        server.stop()
+    assert locked > 0 and info.memory_locked
+    assert "Python small-object allocator off, memory locked" in server.log()
 
 
 def test_a_memory_lock_limit_too_low_is_a_warning_not_a_failure(tmp_path: Path):
-    """RLIMIT_MEMLOCK of 64 KiB and no CAP_IPC_LOCK: the service runs unlocked and says why."""
+    """Swap on, RLIMIT_MEMLOCK of 64 KiB and no CAP_IPC_LOCK: the service runs unlocked and says why."""
     low_limit = (
         "import resource; resource.setrlimit(resource.RLIMIT_MEMLOCK, (65536, 65536)); "
         "hardening.has_ipc_lock = lambda: False"
     )
-    server = start_server_process(tmp_path, "", bootstrap(low_limit))
+    server = start_server_process(tmp_path, "", bootstrap(SWAP_ACTIVE, low_limit))
     try:
         info = server.stub().GetInfo(pb.InfoRequest(), timeout=TIMEOUT)
         locked = server.service.proc_status("VmLck")
