@@ -50,6 +50,7 @@ from kiosk.server.ratelimit import RateLimiter
 from kiosk.server.reflection import enable_server_reflection
 from kiosk.server.servicer import KioskServicer, VerifierSlot
 from kiosk.server.startup import bind_failure, check_startup
+from kiosk.server.wire import RequestDecoding
 from kiosk.settings import Settings, TlsSettings
 from kiosk.v1 import kiosk_pb2, kiosk_pb2_grpc
 
@@ -260,6 +261,8 @@ def build_server(
         interceptors=[
             CallObserver(SERVICE_NAME, metrics),
             CallGuard(service.max_concurrent_calls, GUARDED_METHODS, rates),
+            # Innermost, so every method's received bytes are wiped once parsed (kiosk.server.wire).
+            RequestDecoding(f"/{SERVICE_NAME}/"),
         ],
         # Past this gRPC itself answers RESOURCE_EXHAUSTED instead of queueing without bound.
         maximum_concurrent_rpcs=workers,

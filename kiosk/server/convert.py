@@ -372,6 +372,7 @@ def info_to_proto(info: ServiceInfo) -> pb.InfoResponse:
         board_model=info.board_model,
         receipt_public_key=info.receipt_public_key,
         receipt_key_ephemeral=info.receipt_key_ephemeral,
+        memory_locked=info.memory_locked,
     )
 
 
@@ -402,4 +403,5 @@ def info_from_proto(response: pb.InfoResponse) -> ServiceInfo:
         board_model=response.board_model,
         receipt_public_key=response.receipt_public_key,
         receipt_key_ephemeral=response.receipt_key_ephemeral,
+        memory_locked=response.memory_locked,
     )

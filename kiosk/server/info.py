@@ -3,7 +3,8 @@
 ``swap_active`` and ``core_dumps_disabled`` are read from the live process and system
 on every call, not from settings, so an operator sees the state the images actually
 live in; ``core_dumps_disabled`` needs both of ``kiosk.runtime.hardening``'s measures
-(a zero core limit and a non-dumpable process).
+(a zero core limit and a non-dumpable process). ``memory_locked`` likewise: the
+process's locked memory (VmLck) now.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import kiosk
 from kiosk.domain import OperatingPoint
-from kiosk.runtime.hardening import core_dumps_disabled, swap_active
+from kiosk.runtime.hardening import core_dumps_disabled, locked_kib, swap_active
 from kiosk.runtime.profile import read_board_model
 from kiosk.settings import Settings
 
@@ -64,6 +65,8 @@ class ServiceInfo:
     # PEM of the Ed25519 key signing receipts and audit checkpoints (kiosk.receipts).
     receipt_public_key: str = ""
     receipt_key_ephemeral: bool = False
+    # Read from the live process like swap_active (VmLck > 0): locked against swap.
+    memory_locked: bool = False
 
 
 def service_version() -> str:
@@ -117,4 +120,5 @@ def collect_info(settings: Settings, verifier: Verifier, signer=None) -> Service
         board_model=read_board_model(),
         receipt_public_key=signer.public_pem if signer is not None else "",
         receipt_key_ephemeral=signer.ephemeral if signer is not None else False,
+        memory_locked=locked_kib() > 0,
     )

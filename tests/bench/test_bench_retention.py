@@ -16,8 +16,7 @@ the arena variant gets a copy of the profile with ``enable_cpu_mem_arena = true`
 * ``onnxruntime_arena_on``: ONNX Runtime's CPU arena on;
 * ``no_explicit_wipes``: ``Scratch`` zeroes nothing (pipeline arrays, request payloads);
 * ``no_measures``: all of the above at once;
-* ``pythonmalloc_malloc``: hardened plus ``PYTHONMALLOC=malloc``, a measure the
-  retention tests showed no need for, measured to say what it would cost;
+* ``pymalloc_on``: Python's small-object allocator back on (no ``PYTHONMALLOC=malloc``);
 * ``hardened_new_connection``: hardened, each call on a new channel: what a kiosk pays
   for the server closing idle connections after a second (a reconnect per call).
 
@@ -35,8 +34,6 @@ from __future__ import annotations
 import os
 import platform
 import statistics
-import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -49,18 +46,10 @@ import pytest
 from kiosk.runtime.profile import select_profile
 from kiosk.v1 import kiosk_pb2 as pb
 from kiosk.v1 import kiosk_pb2_grpc
-from tests.integration.measures import (
-    NO_PERTURB,
-    NO_WIPES,
-    TCACHE_ON,
-    arena_on_profile,
-    bootstrap,
-    terminate,
-    wait_serving,
-)
+from hardware.service import ServiceFailed, ServiceProcess
+from tests.integration.measures import NO_PERTURB, NO_WIPES, PYMALLOC_ON, TCACHE_ON, arena_on_profile, bootstrap
 from tests.integration.rpc import verify_request
 
-REPO = Path(__file__).resolve().parents[2]
 ROUNDS = 30
 TIMEOUT = 120
 
@@ -79,50 +68,36 @@ VARIANTS = {
     "glibc_tcache_on": Variant(patches=(TCACHE_ON,)),
     "onnxruntime_arena_on": Variant(arena=True),
     "no_explicit_wipes": Variant(patches=(NO_WIPES,)),
-    "no_measures": Variant(patches=(NO_PERTURB, TCACHE_ON, NO_WIPES), arena=True),
-    "pythonmalloc_malloc": Variant(env=(("PYTHONMALLOC", "malloc"),)),
+    "no_measures": Variant(patches=(NO_PERTURB, TCACHE_ON, NO_WIPES, PYMALLOC_ON), arena=True),
+    "pymalloc_on": Variant(patches=(PYMALLOC_ON,)),
 }
 
 
-@dataclass
-class Server:
-    address: str
-    process: subprocess.Popen
-
-
-def start(variant: Variant, folder: Path) -> Server:
+def start(variant: Variant, folder: Path) -> ServiceProcess:
     config = folder / "kiosk.toml"
     address = f"unix:{folder / 'kiosk.sock'}"
     hardware = f'[hardware]\nprofile = "{arena_on_profile(folder)}"\n' if variant.arena else ""
     # One client calling as fast as it can, on purpose: no rate limit.
     config.write_text(f'[service]\nlisten = ["{address}"]\nrate_limit_per_s = 0\n{hardware}')
-    command = ["-c", bootstrap(*variant.patches)] if variant.patches else ["-m", "kiosk"]
-    env = {**os.environ, **dict(variant.env)}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH", "")]))
-    with open(folder / "server.log", "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, *command, "--config", str(config), "serve"],
-            cwd=folder,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-        )
-    with grpc.insecure_channel(address) as channel:
-        if not wait_serving(channel, TIMEOUT):
-            process.kill()
-            process.wait()
-            pytest.fail(f"kiosk serve did not start:\n{(folder / 'server.log').read_text()[-3000:]}")
-    return Server(address, process)
+    script = bootstrap(*variant.patches) if variant.patches else None
+    running = ServiceProcess.start(
+        config, address, folder / "server.log", script=script, env=dict(variant.env), cwd=folder
+    )
+    try:
+        running.wait_serving(TIMEOUT)
+    except ServiceFailed as e:
+        pytest.fail(str(e))
+    return running
 
 
 @pytest.fixture(scope="module", params=list(VARIANTS))
-def server(request) -> Iterator[tuple[str, Server]]:
+def server(request) -> Iterator[tuple[str, ServiceProcess]]:
     with tempfile.TemporaryDirectory(prefix="kiosk-retention-bench-") as folder:
         running = start(VARIANTS[request.param], Path(folder))
         try:
             yield request.param, running
         finally:
-            terminate(running.process, TIMEOUT)
+            running.terminate(TIMEOUT)
 
 
 @pytest.fixture(scope="module")
@@ -178,6 +153,6 @@ def test_verify_on_a_new_connection_each_call(benchmark, request_message, timed,
     try:
         response = benchmark.pedantic(verify_on_new_channel, rounds=count, warmup_rounds=warmup)
     finally:
-        terminate(running.process, TIMEOUT)
+        running.terminate(TIMEOUT)
     annotate(benchmark, "hardened_new_connection")
     assert response.decision == pb.VerifyResponse.MATCH

@@ -1,4 +1,4 @@
-"""Zero-retention measures undone in test code, and starting and stopping a `kiosk serve` subprocess.
+"""Zero-retention measures undone in test code, for a `kiosk serve` subprocess (hardware/service.py).
 
 Shared by the retention tests (test_retention.py) and the benchmark of what each
 measure costs (tests/bench/test_bench_retention.py), so both undo a measure the same
@@ -10,12 +10,7 @@ profile with ONNX Runtime's CPU arena switched back on.
 
 from __future__ import annotations
 
-import signal
-import subprocess
 from pathlib import Path
-
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from kiosk.runtime.profile import select_profile
 from kiosk.settings import bundled_profiles_dir
@@ -52,28 +47,17 @@ def arena_on_profile(directory: Path) -> Path:
     path.write_text(text.replace("enable_cpu_mem_arena = false", "enable_cpu_mem_arena = true"))
     return path
 
-
-def wait_serving(channel: grpc.Channel, timeout: float) -> bool:
-    """Watch the health of "" until SERVING; False if the watch fails (exit, ``timeout``) or ends first."""
-    try:
-        watch = health_pb2_grpc.HealthStub(channel).Watch(
-            health_pb2.HealthCheckRequest(service=""), timeout=timeout, wait_for_ready=True
-        )
-        for response in watch:
-            if response.status == health_pb2.HealthCheckResponse.SERVING:
-                watch.cancel()
-                return True
-    except grpc.RpcError:
-        pass
-    return False
-
-
-def terminate(process: subprocess.Popen, timeout: float) -> None:
-    """SIGTERM and wait up to ``timeout``, then kill."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+# Not a measure: holds each answer at the moment it is ready (tests/support/hold.py).
+HOLD_ANSWER = "from tests.support import hold; hold.install()"
+# The received request bytes are not wiped once parsed (kiosk.server.wire).
+NO_REQUEST_WIPE = "from kiosk.server import wire; wire.wipe_bytes = lambda data: None"
+# Not a measure: the end of every live photo becomes small bytes objects (48 to 480 bytes,
+# one per pymalloc size class group), dropped at once, as any code slicing a payload makes
+# them (a small-object residue, README "Zero retention").
+SMALL_SLICE = (
+    "from kiosk.server import convert; _call = convert.verify_call_from_proto; "
+    "convert.verify_call_from_proto = lambda *a: [c for c in [_call(*a)] "
+    "if [p[-n:] for p in c.live_photos for n in range(48, 481, 24)]][0]"
+)
+# Python's small-object allocator (pymalloc) back on.
+PYMALLOC_ON = "hardening.PYTHON_ALLOCATOR = None"

@@ -1,18 +1,17 @@
 """Request builders, settings and a `kiosk serve` subprocess, shared by the hostile-input, fault, load, ops and server tests.
 
 Kept apart from test_server.py so these suites do not depend on another test module.
+Starting, waiting for and stopping the service is hardware/service.py's (shared with
+the retention tests, the benchmarks and the HIL runner); this adds the test settings.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import signal
 import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,7 +19,8 @@ from pathlib import Path
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from hardware.service import ServiceFailed, ServiceProcess, environment, kiosk_command
 
 from kiosk.settings import LivenessChallengeSettings, ServiceSettings, Settings
 from kiosk.v1 import kiosk_pb2 as pb
@@ -89,9 +89,9 @@ def free_port() -> int:
 def kiosk_subprocess(*args: str) -> Iterator[subprocess.Popen]:
     """``python -m kiosk *args`` from the checkout, stdout and stderr piped as text; killed if still running after."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "kiosk", *args],
+        kiosk_command(*args),
         cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
+        env=environment(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -139,14 +139,10 @@ key_file = "{key}"
 
 
 @dataclass
-class ServeProcess:
-    """`kiosk serve` (or a ``python -c`` script that ends in it) in a subprocess of its own."""
+class ServeProcess(ServiceProcess):
+    """`kiosk serve` (or a ``python -c`` script that ends in it) with the settings of ``serve_config``."""
 
-    process: subprocess.Popen
-    address: str
-    audit_path: Path
-    # The service's log (stderr) goes to a file: a pipe nobody reads would fill and stall it.
-    log_path: Path
+    audit_path: Path = Path()
 
     @classmethod
     def start(
@@ -155,63 +151,31 @@ class ServeProcess:
         """`kiosk serve`, or ``script`` (``python -c``) given the same arguments plus ``script_args``."""
         port = free_port()
         config = serve_config(directory, port, extra_config)
-        program = ["-c", script] if script else ["-m", "kiosk"]
-        log_path = directory / "serve.log"
-        with open(log_path, "w") as log:
-            process = subprocess.Popen(
-                [sys.executable, *program, "--config", str(config), "serve", *(script_args if script else ())],
-                cwd=REPO,
-                env={**os.environ, "PYTHONPATH": str(REPO)},
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=log,
-                text=True,
-            )
-        return cls(process, f"127.0.0.1:{port}", directory / "audit.jsonl", log_path)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        running = ServiceProcess.start(
+            config,
+            f"127.0.0.1:{port}",
+            directory / "serve.log",
+            script=script,
+            serve_args=script_args if script else (),
+            stdout_pipe=True,
+        )
+        return cls(running.process, running.address, running.log_path, running.started, audit_path=directory / "audit.jsonl")
 
     def health_statuses(self, timeout: float = TIMEOUT) -> list[int]:
-        """Health of "" as it changes, until SERVING, the process's end, or ``timeout``."""
-        statuses: list[int] = []
-        deadline = time.monotonic() + timeout
-        with grpc.insecure_channel(self.address) as channel:
-            check = health_pb2_grpc.HealthStub(channel).Check
-            while time.monotonic() < deadline and self.process.poll() is None:
-                try:
-                    status = check(health_pb2.HealthCheckRequest(service=""), timeout=1).status
-                except grpc.RpcError:
-                    status = None  # not listening yet, or already gone
-                if status is not None and (not statuses or statuses[-1] != status):
-                    statuses.append(status)
-                if status == health_pb2.HealthCheckResponse.SERVING:
-                    break
-                time.sleep(0.05)
-        return statuses
+        return super().health_statuses(timeout)
 
     def wait_serving(self) -> None:
-        statuses = self.health_statuses()
-        if not statuses or statuses[-1] != health_pb2.HealthCheckResponse.SERVING:
-            self.stop()
-            raise AssertionError(f"kiosk serve never became SERVING: {self.log()[-3000:]}")
-
-    def rss_kib(self) -> int:
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-        raise AssertionError("no VmRSS in /proc status")
+        try:
+            super().wait_serving(TIMEOUT)
+        except ServiceFailed as e:
+            raise AssertionError(f"kiosk serve never became SERVING: {e}") from None
 
     def audit_records(self) -> list[dict]:
         return [json.loads(line) for line in self.audit_path.read_text().splitlines()]
 
     def terminate(self, timeout: float = TIMEOUT) -> int:
         """SIGTERM, then wait for the exit status."""
-        self.process.send_signal(signal.SIGTERM)
-        self.process.communicate(timeout=timeout)
-        return self.process.returncode
+        return super().terminate(timeout)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.communicate()
+        self.kill()

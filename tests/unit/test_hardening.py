@@ -37,12 +37,14 @@ def test_startup_environment_turns_the_tcache_and_onnxruntime_telemetry_off():
         "PATH": "/bin",
         "GLIBC_TUNABLES": TCACHE_OFF,
         "ORT_DISABLE_TELEMETRY": "1",
+        "PYTHONMALLOC": "malloc",
     }
     # Other tunables are kept; another tcache count is replaced.
     given = {"GLIBC_TUNABLES": "glibc.malloc.check=3:glibc.malloc.tcache_count=7"}
     assert startup_environment(given)["GLIBC_TUNABLES"] == f"glibc.malloc.check=3:{TCACHE_OFF}"
     # Already started with both: nothing to do, so `kiosk serve` does not start over again.
-    assert startup_environment({"GLIBC_TUNABLES": TCACHE_OFF, "ORT_DISABLE_TELEMETRY": "1"}) is None
+    started = {"GLIBC_TUNABLES": TCACHE_OFF, "ORT_DISABLE_TELEMETRY": "1", "PYTHONMALLOC": "malloc"}
+    assert startup_environment(started) is None
 
 
 def test_without_glibc_only_onnxruntime_telemetry_is_turned_off(monkeypatch):

@@ -1,0 +1,1 @@
+"""Test-support code shared by the integration tests and the benchmarks (not tests themselves)."""
