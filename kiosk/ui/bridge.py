@@ -54,9 +54,9 @@ MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 MAX_FRAME_BYTES = 2 * 1024 * 1024
 MAX_HEADER_BYTES = 4096
 MAX_TEXT_CHARS = 128
-# Frames sent to the service and not yet answered by a frame_result. The page holds
-# back at 4; more means a page that ignores the protocol, or a service far behind.
-MAX_IN_FLIGHT = 8
+# Frames sent to the service and not yet answered by a frame_result (at most 64 x 2 MiB
+# queued). The page holds back at 60; more means a page that ignores the protocol.
+MAX_IN_FLIGHT = 64
 # Open sessions at once: a kiosk has one screen (2 lets a reloaded page start while
 # the old socket is still closing).
 MAX_SESSIONS = 2

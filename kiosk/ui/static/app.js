@@ -13,11 +13,19 @@
 
 const FPS = 10;
 const FRAME_INTERVAL_MS = 1000 / FPS;
-// The protocol refuses frames closer than 20 ms.
+// The protocol refuses frames closer than 20 ms and, once challenges run, gaps over 500 ms.
 const MIN_FRAME_GAP_MS = 25;
-// Frames sent and not yet answered by a frame_result; past this the page waits (the relay allows 8).
-const MAX_IN_FLIGHT = 6;
+// While the service is behind (this many frames unanswered) the page sends only every
+// SLOW_INTERVAL_MS: the queue grows slower (a prompt reaches the person sooner) and the
+// gaps stay inside the 500 ms limit with room for a busy moment of the page itself.
+const BEHIND = 4;
+const SLOW_INTERVAL_MS = 300;
+// Past this many unanswered frames the page stops sending (the service cannot keep up
+// with the protocol: its session ends on frame_timing); the relay allows 64.
+const MAX_IN_FLIGHT = 60;
 const JPEG_QUALITY = 0.85;
+const INFO_RETRY_MS = 5000;
+const COUNTDOWN_MS = 100;
 const CAMERA = { video: { width: { ideal: 640 }, height: { ideal: 480 }, facingMode: "user" }, audio: false };
 
 // Consent texts this screen can show, by the version the service knows them as. The
@@ -221,7 +229,7 @@ function freshState() {
     socket: null,
     running: false,
     inFlight: 0,
-    lastTimestamp: -Infinity,
+    lastTimestamp: 0,
     nonce: "", // latest prompt's nonce, echoed in every frame captured after it arrived
     prompt: null, // {challenge, deadline_ms, step, message}
     guidance: null, // [{code, message}]
@@ -230,7 +238,7 @@ function freshState() {
     lastFailedChallenge: null,
     ended: false,
     decision: null,
-    rafId: 0,
+    countdown: 0, // setInterval id of the prompt's countdown
     messageKey: null, // what #prompt shows, to re-render on a language change
   };
 }
@@ -290,6 +298,9 @@ async function loadInfo() {
   if (!response || !response.ok) {
     info = null;
     showError(t("serviceDown"), "service_down");
+    // Ask again until the service is back (a reset also asks at once).
+    const waiting = s;
+    setTimeout(() => { if (s === waiting && document.body.dataset.state === "loading") loadInfo(); }, INFO_RETRY_MS);
     return;
   }
   info = await response.json();
@@ -300,6 +311,7 @@ async function loadInfo() {
   el["consent-accept"].disabled = !consentVersion;
   el["id-card"].hidden = !info.card_reader;
   renderTexts();
+  if (consentVersion) setState("consent");
 }
 
 function clearCanvas(canvas) {
@@ -325,7 +337,7 @@ function stopSession() {
   }
   el.video.pause();
   el.video.srcObject = null;
-  cancelAnimationFrame(s.rafId);
+  clearInterval(s.countdown);
   clearCanvas(el.overlay);
   clearCanvas(el.capture);
 }
@@ -349,12 +361,14 @@ function reset() {
   delete el["decision-reason"].dataset.check;
   el["decision-detail"].textContent = "";
   el.start.disabled = true;
-  delete document.body.dataset.promptsSeen;
+  for (const key of ["promptsSeen", "framesSent", "minGapMs", "maxGapMs", "maxInFlight"]) delete document.body.dataset[key];
   showError("");
   // The next customer starts in the default language.
   lang = "zh";
+  el["consent-accept"].disabled = true;
   s = freshState();
-  setState("consent");
+  setState("loading");
+  renderTexts();
   loadInfo();
 }
 
@@ -436,7 +450,7 @@ async function startSession() {
     el["camera-status"].textContent = "";
     showMessage("lookAtCamera");
     captureLoop(socket);
-    s.rafId = requestAnimationFrame(tick);
+    s.countdown = setInterval(tick, COUNTDOWN_MS);
   };
   socket.onmessage = (event) => onEvent(JSON.parse(event.data));
   socket.onclose = (event) => {
@@ -450,8 +464,14 @@ function sleep(ms) {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
+// Synchronous on purpose: toBlob waits for an idle moment of the page (up to a second
+// on a busy machine), which would hold the next capture back past the 500 ms gap limit.
 function encode(canvas) {
-  return new Promise((resolve) => canvas.toBlob(resolve, "image/jpeg", JPEG_QUALITY));
+  const url = canvas.toDataURL("image/jpeg", JPEG_QUALITY);
+  const text = atob(url.slice(url.indexOf(",") + 1));
+  const bytes = new Uint8Array(text.length);
+  for (let i = 0; i < text.length; i += 1) bytes[i] = text.charCodeAt(i);
+  return bytes;
 }
 
 async function captureLoop(socket) {
@@ -461,7 +481,8 @@ async function captureLoop(socket) {
   while (s.running && s.socket === socket) {
     due += FRAME_INTERVAL_MS;
     const now = performance.now();
-    if (video.videoWidth && s.inFlight < MAX_IN_FLIGHT && now - s.lastTimestamp >= MIN_FRAME_GAP_MS) {
+    const gap = s.inFlight >= BEHIND ? SLOW_INTERVAL_MS - 10 : MIN_FRAME_GAP_MS;
+    if (video.videoWidth && s.inFlight < MAX_IN_FLIGHT && now - s.lastTimestamp >= gap) {
       if (canvas.width !== video.videoWidth || canvas.height !== video.videoHeight) {
         canvas.width = video.videoWidth;
         canvas.height = video.videoHeight;
@@ -471,17 +492,30 @@ async function captureLoop(socket) {
       const timestamp = Math.round(performance.now());
       const nonce = s.nonce;
       context.drawImage(video, 0, 0, canvas.width, canvas.height);
-      const blob = await encode(canvas);
+      const jpeg = encode(canvas);
       context.clearRect(0, 0, canvas.width, canvas.height);
-      if (blob && s.running && s.socket === socket && socket.readyState === WebSocket.OPEN && timestamp > s.lastTimestamp) {
-        const jpeg = await blob.arrayBuffer();
+      if (s.running && s.socket === socket && socket.readyState === WebSocket.OPEN && timestamp > s.lastTimestamp) {
         socket.send(message({ type: "frame", timestamp_ms: timestamp, nonce }, jpeg));
+        noteFrame(timestamp);
         s.lastTimestamp = timestamp;
         s.inFlight += 1;
       }
     }
     await sleep(Math.max(0, due - performance.now()));
   }
+}
+
+// Frame counts and gaps (no content) on the page, for staff and tests: the protocol
+// wants 10-30 fps, no two frames closer than 20 ms and, in challenges, no gap over 500 ms.
+function noteFrame(timestamp) {
+  const stats = document.body.dataset;
+  stats.framesSent = String(Number(stats.framesSent || 0) + 1);
+  if (s.lastTimestamp > 0) {
+    const gap = timestamp - s.lastTimestamp;
+    stats.minGapMs = String(Math.min(Number(stats.minGapMs || Infinity), gap));
+    stats.maxGapMs = String(Math.max(Number(stats.maxGapMs || 0), gap));
+  }
+  stats.maxInFlight = String(Math.max(Number(stats.maxInFlight || 0), s.inFlight + 1));
 }
 
 function onEvent(event) {
@@ -545,7 +579,7 @@ function renderPrompt() {
   }
 }
 
-// Each animation frame: the prompt's remaining time on the frame clock.
+// Ten times a second: the prompt's remaining time on the frame clock.
 function tick() {
   if (!s.running) return;
   if (s.prompt) {
@@ -554,7 +588,6 @@ function tick() {
     el["deadline-fill"].style.width = `${Math.min(100, (100 * left) / span)}%`;
     el["camera-status"].textContent = `${(left / 1000).toFixed(1)} ${t("secondsLeft")}`;
   }
-  s.rafId = requestAnimationFrame(tick);
 }
 
 function drawOverlay() {
@@ -609,6 +642,8 @@ function renderDecision(d) {
     parts.push(`${t("similarity")} ${d.similarity.toFixed(3)} / ${t("threshold")} ${d.threshold.toFixed(3)}`);
   }
   if (d.retry_reason) parts.push(d.retry_reason + (d.liveness && d.liveness.failed_check ? ` (${d.liveness.failed_check})` : ""));
+  // The service's own English sentence, for staff: it says e.g. which limit was crossed.
+  if (d.decision === "RETRY" && d.message) parts.push(d.message);
   if (d.audit_id) parts.push(`audit ${d.audit_id}`);
   el["decision-detail"].textContent = parts.join(" · ");
 }
