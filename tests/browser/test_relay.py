@@ -202,3 +202,17 @@ def test_listen_is_loopback_only(listen, says):
     with pytest.raises(KioskError, match=says):
         bridge.parse_listen(listen)
     assert bridge.parse_listen("[::1]:0") == ("::1", 0)
+
+
+def test_kiosk_ui_refuses_a_network_address_in_one_line():
+    import subprocess
+    import sys
+
+    from tests.browser.conftest import REPO
+
+    result = subprocess.run(
+        [sys.executable, "-m", "kiosk", "ui", "--listen", "0.0.0.0:8080", "--service", "127.0.0.1:1"],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith("kiosk: --listen '0.0.0.0:8080'") and result.stderr.count("\n") == 1, result.stderr
