@@ -76,7 +76,7 @@ class Service:
         return self.log_path.read_text(errors="replace")
 
 
-def _serve(directory: Path, *, challenges: bool) -> Iterator[Service]:
+def _serve(directory: Path, *, challenges: bool, extra: str = "") -> Iterator[Service]:
     directory.mkdir(parents=True, exist_ok=True)
     port = free_port()
     config = directory / "kiosk.toml"
@@ -88,7 +88,7 @@ rate_limit_per_s = 0.0
 [liveness_challenge]
 enabled = {"true" if challenges else "false"}
 {GAP_SETTING if challenges else ""}
-"""
+{extra}"""
     )
     log_path = directory / "serve.log"
     with open(log_path, "w") as log:
@@ -141,6 +141,14 @@ def service_challenges(tmp_path_factory) -> Iterator[Service]:
     yield from _serve(tmp_path_factory.mktemp("serve-on"), challenges=True)
 
 
+@pytest.fixture(scope="package")
+def service_other_consent(tmp_path_factory) -> Iterator[Service]:
+    """`kiosk serve` whose operator accepts only a consent text the page does not have."""
+    yield from _serve(
+        tmp_path_factory.mktemp("serve-consent"), challenges=False, extra='[consent]\naccepted_versions = ["2099-01"]\n'
+    )
+
+
 # --------------------------------------------------------------------------- `kiosk ui`
 
 
@@ -169,6 +177,13 @@ def start_ui(service: Service, *extra: str) -> Ui:
     return Ui(process, line.split()[2])
 
 
+def stop_ui(ui: Ui) -> None:
+    _stop(ui.process)
+    # Nothing of a frame or a traceback may reach the relay's own output.
+    _, err = ui.process.communicate(timeout=20)
+    assert "Traceback" not in err, err
+
+
 @pytest.fixture
 def ui_factory() -> Iterator:
     started: list[Ui] = []
@@ -180,10 +195,7 @@ def ui_factory() -> Iterator:
 
     yield make
     for ui in started:
-        _stop(ui.process)
-        # Nothing of a frame or a traceback may reach the relay's own output.
-        _, err = ui.process.communicate(timeout=20)
-        assert "Traceback" not in err, err
+        stop_ui(ui)
 
 
 # --------------------------------------------------------------------------- the fake camera

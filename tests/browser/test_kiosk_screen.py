@@ -225,3 +225,22 @@ def test_reset_mid_session_stops_the_camera_and_clears_the_canvases(
     ) == [None, "", ""]
     assert driver.execute_async_script(STORAGE) == {"local": 0, "session": 0, "indexeddb": 0, "caches": 0, "workers": 0}
     driver.save_screenshot(str(screenshots / "reset-after.png"))
+
+
+def test_no_session_without_a_consent_text_the_service_accepts_or_without_the_service(
+    service_other_consent, ui_factory, browser_factory, still_video, screenshots
+):
+    driver = browser_factory(still_video)
+    driver.get(ui_factory(service_other_consent).url)
+    wait_for(driver, lambda d: error_text(d), PAGE_WAIT_S, "the consent error")
+    driver.save_screenshot(str(screenshots / "consent-refused.png"))
+    assert "没有服务接受的同意书" in error_text(driver)
+    assert state(driver) == "loading" and not driver.find_element(By.ID, "consent-accept").is_enabled()
+    driver.find_element(By.ID, "lang").click()
+    assert error_text(driver).startswith("This screen has no consent text the service accepts")
+
+    nothing = type(service_other_consent)(process=None, address="127.0.0.1:1", log_path=service_other_consent.log_path)
+    driver.get(ui_factory(nothing).url)
+    wait_for(driver, lambda d: error_text(d), PAGE_WAIT_S, "the service error")
+    assert driver.execute_script("return document.getElementById('error').dataset.code") == "service_down"
+    assert "核验服务不可用" in error_text(driver) and state(driver) == "loading"

@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 
 from kiosk.ui import bridge
-from tests.browser.conftest import Service, free_port
+from tests.browser.conftest import Service, free_port, start_ui, stop_ui
 
 # Every wait of these tests is bounded by this.
 TIMEOUT = aiohttp.ClientTimeout(total=60)
@@ -66,9 +66,12 @@ def photos(faces: Path) -> dict:
     return {"id": nuaa[0].read_bytes(), "frames": [p.read_bytes() for p in nuaa[1:6]]}
 
 
-@pytest.fixture
-def ui(service_no_challenges, ui_factory):
-    return ui_factory(service_no_challenges)
+@pytest.fixture(scope="module")
+def ui(service_no_challenges):
+    """One relay for the module: each test's socket is a session of its own, as at a kiosk."""
+    started = start_ui(service_no_challenges)
+    yield started
+    stop_ui(started)
 
 
 def test_a_whole_session_over_the_relay_reaches_the_decision(ui, photos):

@@ -255,10 +255,19 @@ function setState(name) {
   el["step-decision"].hidden = name !== "decision";
 }
 
-function showError(text, code) {
-  el.error.textContent = text;
-  el.error.dataset.code = code || "";
-  el.error.hidden = !text;
+// What #error shows: a text of TEXT (re-rendered on a language change) and, for the
+// relay's errors, its own English detail. showError() with no argument hides it.
+let shownError = null;
+
+function showError(render, code) {
+  shownError = render ? { render, code } : null;
+  renderError();
+}
+
+function renderError() {
+  el.error.textContent = shownError ? shownError.render() : "";
+  el.error.dataset.code = shownError ? shownError.code : "";
+  el.error.hidden = !shownError;
 }
 
 // ------------------------------------------------------------------ language
@@ -281,6 +290,7 @@ function renderTexts() {
     el["consent-version"].textContent = consentVersion;
   }
   renderPrompt();
+  renderError();
   if (s && s.decision) renderDecision(s.decision);
   if (s && s.idSource) renderIdStatus();
 }
@@ -297,7 +307,7 @@ async function loadInfo() {
   }
   if (!response || !response.ok) {
     info = null;
-    showError(t("serviceDown"), "service_down");
+    showError(() => t("serviceDown"), "service_down");
     // Ask again until the service is back (a reset also asks at once).
     const waiting = s;
     setTimeout(() => { if (s === waiting && document.body.dataset.state === "loading") loadInfo(); }, INFO_RETRY_MS);
@@ -307,7 +317,7 @@ async function loadInfo() {
   // Newest version first: versions are dates ("2026-01"), so they sort as text.
   const shown = Object.keys(CONSENT_TEXTS).filter((v) => info.accepted_consent_versions.includes(v)).sort().reverse();
   consentVersion = shown.length ? shown[0] : null;
-  if (!consentVersion) showError(t("noConsentText"), "no_consent_text");
+  if (!consentVersion) showError(() => t("noConsentText"), "no_consent_text");
   el["consent-accept"].disabled = !consentVersion;
   el["id-card"].hidden = !info.card_reader;
   renderTexts();
@@ -434,7 +444,7 @@ async function startSession() {
     s.stream = await navigator.mediaDevices.getUserMedia(CAMERA);
   } catch (e) {
     stopSession();
-    showError(t("cameraFailed"), "camera");
+    showError(() => t("cameraFailed"), "camera");
     return;
   }
   el.video.srcObject = s.stream;
@@ -456,7 +466,8 @@ async function startSession() {
   socket.onclose = (event) => {
     if (s.socket !== socket || s.ended) return;
     stopSession();
-    showError(event.code === 1009 ? t("tooLarge") : t("connectionLost"), event.code === 1009 ? "too_large" : "closed");
+    const key = event.code === 1009 ? "tooLarge" : "connectionLost";
+    showError(() => t(key), event.code === 1009 ? "too_large" : "closed");
   };
 }
 
@@ -550,7 +561,7 @@ function onEvent(event) {
       stopSession();
       setState("id");
       el.start.disabled = !s.idSource;
-      showError(`${t("errors")[event.code] || event.code}: ${event.message}`, event.code);
+      showError(() => `${t("errors")[event.code] || event.code} (${event.message})`, event.code);
       break;
     default:
       break;
