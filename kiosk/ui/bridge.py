@@ -290,6 +290,8 @@ class SessionRelay:
             for task in tasks:
                 task.cancel()
             call.cancel()
+            # Collect what the cancelled side ended with, so nothing is logged as "never retrieved".
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _page_to_service(self, call) -> None:
         while True:
