@@ -338,7 +338,7 @@ function stopSession() {
   if (s.socket) {
     const socket = s.socket;
     s.socket = null;
-    socket.onmessage = socket.onclose = socket.onerror = null;
+    socket.onopen = socket.onmessage = socket.onclose = socket.onerror = null;
     if (socket.readyState <= WebSocket.OPEN) socket.close(1000);
   }
   if (s.stream) {
@@ -449,13 +449,14 @@ async function startSession() {
   }
   el.video.srcObject = s.stream;
   await el.video.play().catch(() => {});
-  const idPhoto = s.idSource === "upload" ? await s.idFile.arrayBuffer() : null;
+  let idPhoto = s.idSource === "upload" ? await s.idFile.arrayBuffer() : null;
   const socket = new WebSocket(`ws://${location.host}/ws`);
   socket.binaryType = "arraybuffer";
   s.socket = socket;
   socket.onopen = () => {
     const header = { type: "start", consent_version: consentVersion, consent_granted: true, id_photo: s.idSource };
     socket.send(message(header, idPhoto));
+    idPhoto = null; // sent: this copy of the photo is not kept
     s.running = true;
     el["camera-status"].textContent = "";
     showMessage("lookAtCamera");
