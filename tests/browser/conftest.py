@@ -201,8 +201,14 @@ def ui_factory() -> Iterator:
 # --------------------------------------------------------------------------- the fake camera
 
 
-def write_y4m(path: Path, photos: list[Path], frames_each: int, size: tuple[int, int] = VIDEO_SIZE) -> Path:
-    """A YUV4MPEG2 (C420) video of ``photos``, each shown for ``frames_each`` frames."""
+def write_y4m(
+    path: Path, photos: list[Path], frames_each: int, size: tuple[int, int] = VIDEO_SIZE, shift: float = 0.0
+) -> Path:
+    """A YUV4MPEG2 (C420) video of ``photos``, each shown for ``frames_each`` frames.
+
+    ``shift`` moves the picture sideways by that fraction of its width (negative: to
+    the left of the sensor's image), filling the uncovered side with black.
+    """
     width, height = size
     with open(path, "wb") as out:
         out.write(f"YUV4MPEG2 W{width} H{height} F{VIDEO_FPS}:1 Ip A1:1 C420\n".encode())
@@ -210,6 +216,9 @@ def write_y4m(path: Path, photos: list[Path], frames_each: int, size: tuple[int,
             image = cv2.imread(str(photo), cv2.IMREAD_COLOR)  # by content: some .jpg files hold PNG data
             assert image is not None, photo
             image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+            if shift:
+                moved = np.float32([[1, 0, shift * size[0]], [0, 1, 0]])
+                image = cv2.warpAffine(image, moved, size, borderMode=cv2.BORDER_CONSTANT)
             planes = cv2.cvtColor(image, cv2.COLOR_BGR2YUV_I420)
             for _ in range(frames_each):
                 out.write(b"FRAME\n")

@@ -49,6 +49,12 @@ def still_video(nuaa, tmp_path_factory) -> Path:
     return write_y4m(tmp_path_factory.mktemp("video") / "still.y4m", [nuaa[1]], frames_each=VIDEO_FRAMES_STILL)
 
 
+@pytest.fixture(scope="module")
+def left_video(nuaa, tmp_path_factory) -> Path:
+    """A still capture moved a quarter of the width to the left of the sensor's image."""
+    return write_y4m(tmp_path_factory.mktemp("video") / "left.y4m", [nuaa[1]], frames_each=VIDEO_FRAMES_STILL, shift=-0.25)
+
+
 def state(driver) -> str:
     return driver.execute_script("return document.body.dataset.state")
 
@@ -204,18 +210,32 @@ def test_still_photo_gets_the_prompt_and_fails_it(
     driver.save_screenshot(str(screenshots / "still-5-decision-en.png"))
 
 
-def test_reset_mid_session_stops_the_camera_and_clears_the_canvases(
-    service_challenges, ui_factory, browser_factory, still_video, nuaa, screenshots
+# Mean column of the overlay's face box (its coloured pixels; the target oval is white),
+# as a share of the overlay's width; null when no box is drawn.
+BOX_COLUMN = """
+const c = document.getElementById('overlay');
+if (!c.width) return null;
+const data = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+let sum = 0, n = 0;
+for (let i = 0; i < data.length; i += 4) {
+  const [r, g, b, a] = [data[i], data[i + 1], data[i + 2], data[i + 3]];
+  if (a > 200 && Math.min(r, g, b) < 120) { sum += (i / 4) % c.width; n += 1; }
+}
+return n ? sum / n / c.width : null;
+"""
+
+
+def test_frames_are_unmirrored_and_reset_mid_session_clears_everything(
+    service_challenges, ui_factory, browser_factory, left_video, nuaa, screenshots
 ):
     ui = ui_factory(service_challenges)
-    driver = browser_factory(still_video)
+    driver = browser_factory(left_video)
     begin(driver, ui.url, screenshots, "reset", id_photo=nuaa[0])
-    wait_for(
-        driver,
-        lambda d: any(c["lit"] for c in d.execute_script(CANVASES) if c["id"] == "overlay"),
-        SESSION_WAIT_S,
-        "the face overlay",
-    )
+    column = wait_for(driver, lambda d: d.execute_script(BOX_COLUMN), SESSION_WAIT_S, "the face box")
+    driver.save_screenshot(str(screenshots / "reset-before.png"))
+    # The face is in the left part of the sensor's image, and the service found it there:
+    # the page sent the frames as the sensor saw them (the preview shows it on the right).
+    assert column < 0.45, column
     driver.find_element(By.ID, "reset").click()
     wait_for(driver, lambda d: state(d) == "consent", PAGE_WAIT_S, "the reset")
     assert [c for c in driver.execute_script(CANVASES) if c["width"] or c["lit"]] == []
