@@ -529,6 +529,13 @@ def add_backoffice_commands(commands) -> None:
     info.set_defaults(handler=cmd_info)
 
 
+def cmd_ui(args: argparse.Namespace, settings: Settings) -> int:
+    # Imported here: the screen needs the optional `ui` extra (aiohttp), the service does not.
+    from kiosk.ui import serve_ui
+
+    return serve_ui(args.listen, args.service, card_reader=args.card_reader)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kiosk", description=__doc__.splitlines()[0])
     parser.add_argument("--config", help="settings TOML (default: built-in defaults)")
@@ -638,6 +645,12 @@ def build_parser() -> argparse.ArgumentParser:
     audit_verify.add_argument("rest", nargs=argparse.REMAINDER)
     audit.set_defaults(handler=cmd_audit)
     add_backoffice_commands(commands)
+
+    ui = commands.add_parser("ui", help="serve the reference kiosk screen (a web page) and relay it to the service")
+    ui.add_argument("--listen", default="127.0.0.1:8080", help="loopback HOST:PORT of the page (default 127.0.0.1:8080)")
+    ui.add_argument("--service", required=True, metavar="ADDR", help="the kiosk service (host:port or unix:PATH)")
+    ui.add_argument("--card-reader", metavar="PATH", help="file the ID-card reader leaves the chip photo in")
+    ui.set_defaults(handler=cmd_ui)
     return parser
 
 
