@@ -92,6 +92,35 @@ class ServiceSettings:
     # Group owning the unix sockets (mode 0660), e.g. the kiosk UI's; empty keeps the
     # service user's primary group.
     unix_socket_group: str = ""
+    # Verify/VerifySession calls one client may have in flight at once, so one client
+    # cannot hold every slot. A client is its mutual-TLS certificate subject; on loopback
+    # and unix sockets (no certificate) each connection is a client of its own. Below
+    # max_concurrent_calls, so whatever one client does, a slot is left for another.
+    max_calls_per_client: int = 3
+    # Health checks, GetInfo and reflection calls in flight at once. They have worker
+    # threads of their own, so analysis calls can never starve them (a supervisor
+    # polling health sees a busy kiosk as busy, not dead); past this they are refused.
+    max_light_calls: int = 8
+    # Of those, how many one client may have in flight at once.
+    max_light_calls_per_client: int = 2
+    # Seconds a call may take to send its (first) request message: every kiosk client
+    # sends it with the call, so a call that sends headers and nothing more is cancelled
+    # after this instead of holding a worker thread and a slot.
+    first_message_timeout_s: float = 2.0
+    # Seconds a live session may go without a frame (a kiosk camera sends several a
+    # second); past it the session ends with DEADLINE_EXCEEDED.
+    frame_idle_timeout_s: float = 5.0
+    # Calls of every kind the service holds at once, including those being refused;
+    # past it gRPC itself answers RESOURCE_EXHAUSTED to everything, health included.
+    # Must be at least max_concurrent_calls + max_light_calls + 4.
+    max_open_calls: int = 256
+    # A connection is closed (after its calls finish) this many seconds after it opened
+    # (gRPC's max connection age, gRFC A9): whatever a client does, nothing it holds
+    # lives longer than this plus the grace below. Clients reconnect transparently.
+    max_connection_age_s: float = 300.0
+    # Seconds calls on an aged connection get to finish before it is closed under them;
+    # longer than session_deadline_s so an honest session is never cut.
+    max_connection_age_grace_s: float = 60.0
 
 
 @dataclass(frozen=True)

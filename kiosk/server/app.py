@@ -41,13 +41,13 @@ from kiosk.pipeline.decode import check_opencv
 from kiosk.pipeline.verifier import Verifier
 from kiosk.runtime.hardening import harden_process
 from kiosk.server.info import collect_info
-from kiosk.server.interceptors import CallGuard
+from kiosk.server.interceptors import CallGuard, CallLimits
 from kiosk.server.metrics import ServiceMetrics
 from kiosk.server.observe import CallObserver
 from kiosk.server.policy import ServicePolicy
 from kiosk.server.ratelimit import RateLimiter
 from kiosk.server.servicer import KioskServicer, VerifierSlot
-from kiosk.settings import Settings, TlsSettings
+from kiosk.settings import ServiceSettings, Settings, TlsSettings
 from kiosk.v1 import kiosk_pb2, kiosk_pb2_grpc
 
 LOG = logging.getLogger("kiosk.server")
@@ -55,9 +55,15 @@ LOG = logging.getLogger("kiosk.server")
 SERVICE_NAME = kiosk_pb2.DESCRIPTOR.services_by_name["Kiosk"].full_name
 # Only these are bounded by max_concurrent_calls: they run the models.
 GUARDED_METHODS = frozenset(f"/{SERVICE_NAME}/{name}" for name in ("Verify", "VerifySession"))
-# Worker threads beyond max_concurrent_calls: health checks, GetInfo, reflection, and
-# excess calls, which must reach the interceptor to be refused with a clear message.
+SESSION_METHODS = frozenset({f"/{SERVICE_NAME}/VerifySession"})
+# Worker threads beyond the analysis and light calls' own: excess calls, which must
+# reach the interceptor to be refused with a clear message (in microseconds).
 THREAD_HEADROOM = 4
+# Server keepalive pings (gRFC A8): a client that vanished without closing its
+# connection (power cut, cable pulled) is noticed within about these 80 s and its
+# calls cancelled, instead of holding them until max connection age.
+KEEPALIVE_TIME_MS = 60_000
+KEEPALIVE_TIMEOUT_MS = 20_000
 # Group may connect (the kiosk app's user), others may not.
 UNIX_SOCKET_MODE = 0o660
 LOOPBACK_NAMES = frozenset({"localhost"})
@@ -137,6 +143,7 @@ def _check_service_settings(settings: Settings) -> list[Listener]:
         raise ConfigError(
             f"service.rate_limit_per_s must not be negative (0 = no limit), got {service.rate_limit_per_s}"
         )
+    _check_capacity_settings(service)
     if service.rate_limit_per_s > 0 and service.rate_limit_burst < 1:
         raise ConfigError(f"service.rate_limit_burst must be at least 1, got {service.rate_limit_burst}")
     if not service.listen:
@@ -149,6 +156,61 @@ def _check_service_settings(settings: Settings) -> list[Listener]:
             "mutual TLS: set service.tls (server_cert, server_key, client_ca) or listen on loopback or unix:PATH"
         )
     return listeners
+
+
+# --------------------------------------------------------------------------- capacity (hostile clients)
+
+
+def _check_capacity_settings(service: ServiceSettings) -> None:
+    for name in (
+        "max_calls_per_client",
+        "max_light_calls",
+        "max_light_calls_per_client",
+        "first_message_timeout_s",
+        "frame_idle_timeout_s",
+        "max_connection_age_s",
+    ):
+        if getattr(service, name) <= 0:
+            raise ConfigError(f"service.{name} must be positive, got {getattr(service, name)}")
+    if service.max_connection_age_grace_s < 0:
+        raise ConfigError(f"service.max_connection_age_grace_s must not be negative, got {service.max_connection_age_grace_s}")
+    if service.max_open_calls < worker_threads(service):
+        raise ConfigError(
+            f"service.max_open_calls ({service.max_open_calls}) must be at least max_concurrent_calls + "
+            f"max_light_calls + {THREAD_HEADROOM} = {worker_threads(service)}"
+        )
+
+
+def worker_threads(service: ServiceSettings) -> int:
+    """gRPC worker threads: every analysis and light call gets one, plus room to refuse the excess.
+
+    gRPC hands a worker to each call before any handler runs; the call guard keeps the
+    two classes within their limits, so light calls (health) always find a worker.
+    """
+    return service.max_concurrent_calls + service.max_light_calls + THREAD_HEADROOM
+
+
+def call_limits(service: ServiceSettings) -> CallLimits:
+    return CallLimits(
+        max_concurrent_calls=service.max_concurrent_calls,
+        max_calls_per_client=service.max_calls_per_client,
+        max_light_calls=service.max_light_calls,
+        max_light_calls_per_client=service.max_light_calls_per_client,
+        first_message_timeout_s=service.first_message_timeout_s,
+        call_deadline_s=service.call_deadline_s,
+        session_deadline_s=service.session_deadline_s,
+        stream_lifetime_s=service.max_connection_age_s + service.max_connection_age_grace_s,
+    )
+
+
+def connection_options(service: ServiceSettings) -> list[tuple[str, int]]:
+    """gRPC connection management (gRFC A9, A8): maximum age with a grace period, keepalive."""
+    return [
+        ("grpc.max_connection_age_ms", int(service.max_connection_age_s * 1000)),
+        ("grpc.max_connection_age_grace_ms", int(service.max_connection_age_grace_s * 1000)),
+        ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
+        ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+    ]
 
 
 def _metrics_listener(settings: Settings) -> Listener | None:
@@ -235,17 +297,16 @@ def build_server(
     service = settings.service
     socket_group = _unix_socket_gid(service.unix_socket_group)
     rates = RateLimiter(service.rate_limit_per_s, service.rate_limit_burst)
-    workers = service.max_concurrent_calls + THREAD_HEADROOM
     metrics = ServiceMetrics()
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kiosk-rpc"),
+        futures.ThreadPoolExecutor(max_workers=worker_threads(service), thread_name_prefix="kiosk-rpc"),
         # The observer comes first, so it also logs and counts the calls CallGuard refuses.
         interceptors=[
             CallObserver(SERVICE_NAME, metrics),
-            CallGuard(service.max_concurrent_calls, GUARDED_METHODS, rates),
+            CallGuard(call_limits(service), GUARDED_METHODS, rates, session_methods=SESSION_METHODS),
         ],
         # Past this gRPC itself answers RESOURCE_EXHAUSTED instead of queueing without bound.
-        maximum_concurrent_rpcs=workers,
+        maximum_concurrent_rpcs=service.max_open_calls,
         options=[
             # service.max_message_bytes (default 8 MiB: an ID photo and five live JPEGs with room
             # to spare) bounds each message; larger ones get RESOURCE_EXHAUSTED from gRPC itself.
@@ -254,6 +315,7 @@ def build_server(
             # gRPC sets SO_REUSEPORT by default, which would let a second instance share the port silently.
             ("grpc.so_reuseport", 0),
             ("grpc.max_connection_idle_ms", CONNECTION_IDLE_MS),
+            *connection_options(service),
         ],
     )
     slot = VerifierSlot()

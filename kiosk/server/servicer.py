@@ -91,7 +91,9 @@ class KioskServicer(kiosk_pb2_grpc.KioskServicer):
                 caller, meta, session = self._open_session(verifier, reader, deadline, context)
                 with session:
                     while not session.done:
-                        message = reader.read(deadline, f"frame {session.frames_seen}")
+                        message = reader.read(
+                            deadline, f"frame {session.frames_seen}", self.settings.service.frame_idle_timeout_s
+                        )
                         if message is None:
                             raise InvalidRequest(
                                 f"the session ended after {session.frames_seen} frame(s), before a decision: "
@@ -116,7 +118,9 @@ class KioskServicer(kiosk_pb2_grpc.KioskServicer):
         A separate function so the start message and its ID photo are dropped as soon
         as the session holds what it needs.
         """
-        opening = convert.session_opening_from_proto(reader.read(deadline, "the start message"))
+        opening = convert.session_opening_from_proto(
+            reader.read(deadline, "the start message", self.settings.service.first_message_timeout_s)
+        )
         # The session keeps what it derives from the ID photo, not the encoded photo: this copy is zeroed here.
         with Scratch() as payload:
             payload.keep_payload(opening.id_photo)

@@ -9,11 +9,24 @@ gRPC client cannot misbehave the way an attacker does.
 
 from __future__ import annotations
 
+import socket
+import struct
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+
 import grpc
+import h2.config
+import h2.connection
+import h2.events
+import h2.settings
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from kiosk.v1 import kiosk_pb2 as pb
-from tests.integration.rpc import TIMEOUT, frame_message, session_error, start_message
+from kiosk.v1 import kiosk_pb2_grpc
+from tests.integration.rpc import TIMEOUT, frame_message, session_error, settings_with, start_message
 
 INT64_MAX = 2**63 - 1
 
@@ -73,3 +86,254 @@ def test_unknown_enums_and_uint32_extremes_are_invalid_argument(kiosk, photos, r
 
 def _consent() -> pb.Consent:
     return start_message(b"x").start.consent
+
+
+# --------------------------------------------------------------------------- capacity
+
+
+def _hang(stop: threading.Event) -> Iterator[bytes]:
+    """A request iterator that sends nothing until ``stop``: the call sends headers and no message."""
+    stop.wait()
+    return
+    yield  # a generator
+
+
+def _own_connection(address: str) -> grpc.Channel:
+    # Channels to one target share a connection by default; a local subchannel pool gives this one its own,
+    # as a separate process (another client) would have.
+    return grpc.insecure_channel(address, options=[("grpc.use_local_subchannel_pool", 1)])
+
+
+def _health(address: str, timeout: float = 5.0) -> int:
+    with _own_connection(address) as channel:
+        return health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=timeout).status
+
+
+def _raw(channel: grpc.Channel, method: str, streaming_response: bool = False):
+    make = channel.stream_stream if streaming_response else channel.stream_unary
+    return make(method, request_serializer=bytes, response_deserializer=bytes)
+
+
+def test_calls_that_send_headers_and_no_message_lock_no_one_out(start_server, photos):
+    running = start_server(settings_with(challenges=False, rate_limit_per_s=0.0, first_message_timeout_s=1.0))
+    stop = threading.Event()
+    attackers = [_own_connection(running.address) for _ in range(4)]
+    try:
+        started = time.monotonic()
+        # The adversarial run's attack (8 headers-only Verify calls), on 4 connections, and the same on
+        # health and GetInfo themselves: gRPC would read each one's message on a worker thread, forever.
+        hung = [
+            _raw(channel, method).future(_hang(stop))
+            for channel in attackers
+            for method in ("/kiosk.v1.Kiosk/Verify", "/kiosk.v1.Kiosk/Verify", "/grpc.health.v1.Health/Check",
+                           "/kiosk.v1.Kiosk/GetInfo")
+        ]
+        time.sleep(0.3)
+        # Meanwhile another client is answered: health at once, and (once the hung calls are gone) a Verify.
+        assert _health(running.address) == health_pb2.HealthCheckResponse.SERVING
+        codes = Counter()
+        for future in hung:
+            codes[future.exception(timeout=TIMEOUT).code()] += 1
+        ended_after = time.monotonic() - started
+        # Cancelled after first_message_timeout_s (1 s) or refused at once by a limit; never held.
+        assert set(codes) <= {grpc.StatusCode.CANCELLED, grpc.StatusCode.RESOURCE_EXHAUSTED}, codes
+        assert ended_after < 1.0 + 4.0, ended_after
+        with _own_connection(running.address) as channel:
+            stub = kiosk_pb2_grpc.KioskStub(channel)
+            photo = photos.scorsese[0].read_bytes()
+            response = stub.Verify(
+                pb.VerifyRequest(id_photo=photo, live_photos=[photos.scorsese[1].read_bytes()], consent=_consent()),
+                timeout=TIMEOUT,
+            )
+            assert response.decision == pb.VerifyResponse.MATCH
+    finally:
+        stop.set()
+        for channel in attackers:
+            channel.close()
+
+
+def test_idle_sessions_are_ended_by_the_first_message_and_frame_idle_timeouts(start_server, photos):
+    running = start_server(
+        settings_with(challenges=False, rate_limit_per_s=0.0, first_message_timeout_s=1.0, frame_idle_timeout_s=1.5)
+    )
+    stop = threading.Event()
+
+    def start_only() -> Iterator[pb.SessionRequest]:
+        yield start_message(photos.nuaa_id.read_bytes())
+        stop.wait()
+
+    channels = [_own_connection(running.address) for _ in range(4)]
+    try:
+        silent = [kiosk_pb2_grpc.KioskStub(c).VerifySession(_hang(stop), timeout=60) for c in channels[:2]]
+        started_only = [kiosk_pb2_grpc.KioskStub(c).VerifySession(start_only(), timeout=60) for c in channels[2:]]
+        for call in silent:
+            with pytest.raises(grpc.RpcError) as caught:
+                list(call)
+            assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            assert caught.value.details() == "nothing received for 1 s while waiting for the start message"
+        for call in started_only:
+            with pytest.raises(grpc.RpcError) as caught:
+                list(call)
+            assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            assert caught.value.details() == "nothing received for 1.5 s while waiting for frame 0"
+    finally:
+        stop.set()
+        for channel in channels:
+            channel.close()
+
+
+def test_one_client_cannot_hold_every_analysis_slot(start_server, photos):
+    running = start_server(settings_with(challenges=False, rate_limit_per_s=0.0, max_calls_per_client=2))
+    stop = threading.Event()
+    with _own_connection(running.address) as channel:
+        stub = kiosk_pb2_grpc.KioskStub(channel)
+        # Two sessions held open (start sent, waiting between frames) are this connection's share.
+        def start_only() -> Iterator[pb.SessionRequest]:
+            yield start_message(photos.nuaa_id.read_bytes())
+            stop.wait()
+
+        held = [stub.VerifySession(start_only(), timeout=60) for _ in range(2)]
+        try:
+            time.sleep(1.0)
+            error = session_error(stub, [start_message(photos.nuaa_id.read_bytes())])
+            assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert error.details() == (
+                "this client already has 2 calls in flight (at most 2 per client): wait for one to finish"
+            )
+            # Another client (connection) still gets a slot.
+            with _own_connection(running.address) as other:
+                photo = photos.scorsese[0].read_bytes()
+                response = kiosk_pb2_grpc.KioskStub(other).Verify(
+                    pb.VerifyRequest(id_photo=photo, live_photos=[photos.scorsese[1].read_bytes()], consent=_consent()),
+                    timeout=TIMEOUT,
+                )
+                assert response.decision == pb.VerifyResponse.MATCH
+        finally:
+            stop.set()
+            for call in held:
+                call.cancel()
+
+
+def test_health_is_answered_while_every_analysis_slot_is_busy(start_server, photos):
+    running = start_server(settings_with(challenges=False, rate_limit_per_s=0.0, max_concurrent_calls=4))
+    stop = threading.Event()
+
+    def start_only() -> Iterator[pb.SessionRequest]:
+        yield start_message(photos.nuaa_id.read_bytes())
+        stop.wait()
+
+    channels = [_own_connection(running.address) for _ in range(6)]
+    try:
+        calls = [kiosk_pb2_grpc.KioskStub(c).VerifySession(start_only(), timeout=60) for c in channels]
+        time.sleep(1.0)  # 4 hold every slot; the other 2 were refused
+        statuses = [_health(running.address, timeout=2.0) for _ in range(45)]
+        assert statuses == [health_pb2.HealthCheckResponse.SERVING] * 45
+        with _own_connection(running.address) as channel:
+            info = kiosk_pb2_grpc.KioskStub(channel).GetInfo(pb.InfoRequest(), timeout=2.0)
+            assert info.limits.max_concurrent_calls == 4
+    finally:
+        stop.set()
+        for call in calls:
+            call.cancel()
+        for channel in channels:
+            channel.close()
+
+
+# --------------------------------------------------------------------------- raw HTTP/2
+
+
+def _grpc_frame(message) -> bytes:
+    payload = message.SerializeToString()
+    return b"\0" + struct.pack(">I", len(payload)) + payload
+
+
+class _RawClient:
+    """An HTTP/2 client that speaks gRPC's framing by hand and gives the server no flow-control credit."""
+
+    def __init__(self, address: str, window: int = 0):
+        host, _, port = address.rpartition(":")
+        self.sock = socket.create_connection((host, int(port)), timeout=TIMEOUT)
+        config = h2.config.H2Configuration(client_side=True, header_encoding="utf-8")
+        self.conn = h2.connection.H2Connection(config=config)
+        self.conn.local_settings = h2.settings.Settings(
+            client=True, initial_values={h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: window}
+        )
+        self.conn.initiate_connection()
+        self.address = address
+        self.trailers: dict[str, str] = {}
+        self.sock.sendall(self.conn.data_to_send())
+
+    def call(self, method: str, messages: list, end: bool = False) -> int:
+        stream = self.conn.get_next_available_stream_id()
+        headers = [
+            (":method", "POST"), (":scheme", "http"), (":path", method), (":authority", self.address),
+            ("content-type", "application/grpc"), ("te", "trailers"),
+        ]
+        self.conn.send_headers(stream, headers)
+        data = b"".join(_grpc_frame(m) for m in messages)
+        while data:
+            # Send what the server's window takes; its window updates let the rest through.
+            size = min(len(data), self.conn.local_flow_control_window(stream), self.conn.max_outbound_frame_size)
+            if size:
+                self.conn.send_data(stream, data[:size])
+                data = data[size:]
+            self.sock.sendall(self.conn.data_to_send())
+            if data:
+                self.conn.receive_data(self.sock.recv(65536))
+        if end:
+            self.conn.end_stream(stream)
+        self.sock.sendall(self.conn.data_to_send())
+        return stream
+
+    def wait_for_end(self, stream: int, timeout: float) -> tuple[str, float]:
+        """How the server ended ``stream`` ("reset" or "trailers") and after how many seconds; "" if it did not."""
+        started = time.monotonic()
+        self.sock.settimeout(0.2)
+        while time.monotonic() - started < timeout:
+            try:
+                data = self.sock.recv(65536)
+            except TimeoutError:
+                continue
+            if not data:
+                return "closed", time.monotonic() - started
+            for event in self.conn.receive_data(data):
+                if isinstance(event, h2.events.TrailersReceived) and event.stream_id == stream:
+                    self.trailers = dict(event.headers)
+                if isinstance(event, h2.events.StreamReset) and event.stream_id == stream:
+                    return "reset", time.monotonic() - started
+                if isinstance(event, h2.events.StreamEnded) and event.stream_id == stream:
+                    return "trailers", time.monotonic() - started
+            self.sock.sendall(self.conn.data_to_send())  # pings and settings acks, never window updates
+        return "", timeout
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_a_session_that_gives_no_flow_control_credit_is_cut_at_its_deadline(start_server, photos):
+    deadline_s = 3.0
+    running = start_server(
+        settings_with(challenges=False, rate_limit_per_s=0.0, max_concurrent_calls=1, session_deadline_s=deadline_s)
+    )
+    client = _RawClient(running.address, window=0)
+    try:
+        frame = photos.nuaa_frames[0].read_bytes()
+        stream = client.call("/kiosk.v1.Kiosk/VerifySession", [start_message(photos.nuaa_id.read_bytes()), frame_message(frame, 0)])
+        time.sleep(1.0)
+        # The attack holds the only slot while its session's first answer cannot be written.
+        with _own_connection(running.address) as channel:
+            error = session_error(kiosk_pb2_grpc.KioskStub(channel), [start_message(photos.nuaa_id.read_bytes())])
+        assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        how, after = client.wait_for_end(stream, timeout=deadline_s + 15.0)
+        # The watchdog cancels it at the session deadline plus the first-message time and slack.
+        assert how in ("reset", "trailers") and client.trailers.get("grpc-status", "1") == "1", (how, client.trailers)
+        assert after < deadline_s + 2.0 + 2.0 + 1.0
+        with _own_connection(running.address) as channel:
+            photo = photos.scorsese[0].read_bytes()
+            response = kiosk_pb2_grpc.KioskStub(channel).Verify(
+                pb.VerifyRequest(id_photo=photo, live_photos=[photos.scorsese[1].read_bytes()], consent=_consent()),
+                timeout=TIMEOUT,
+            )
+        assert response.decision == pb.VerifyResponse.MATCH
+    finally:
+        client.close()
