@@ -20,10 +20,13 @@ import grpc
 import h2.config
 import h2.connection
 import h2.events
+import h2.exceptions
 import h2.settings
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from kiosk.errors import ConfigError
+from kiosk.server.app import build_server
 from kiosk.v1 import kiosk_pb2 as pb
 from kiosk.v1 import kiosk_pb2_grpc
 from tests.integration.rpc import TIMEOUT, frame_message, session_error, settings_with, start_message
@@ -261,6 +264,7 @@ class _RawClient:
         self.conn.initiate_connection()
         self.address = address
         self.trailers: dict[str, str] = {}
+        self.goaway = False
         self.sock.sendall(self.conn.data_to_send())
 
     def call(self, method: str, messages: list, end: bool = False) -> int:
@@ -296,14 +300,25 @@ class _RawClient:
                 continue
             if not data:
                 return "closed", time.monotonic() - started
-            for event in self.conn.receive_data(data):
+            if self.goaway:
+                continue  # after GOAWAY only the socket's close matters
+            try:
+                events = self.conn.receive_data(data)
+            except h2.exceptions.ProtocolError:
+                # Frames after a GOAWAY in the same read: h2 has closed the connection already.
+                self.goaway = True
+                continue
+            for event in events:
+                if isinstance(event, h2.events.ConnectionTerminated):
+                    self.goaway = True
                 if isinstance(event, h2.events.TrailersReceived) and event.stream_id == stream:
                     self.trailers = dict(event.headers)
                 if isinstance(event, h2.events.StreamReset) and event.stream_id == stream:
                     return "reset", time.monotonic() - started
                 if isinstance(event, h2.events.StreamEnded) and event.stream_id == stream:
                     return "trailers", time.monotonic() - started
-            self.sock.sendall(self.conn.data_to_send())  # pings and settings acks, never window updates
+            if not self.goaway:
+                self.sock.sendall(self.conn.data_to_send())  # pings and settings acks, never window updates
         return "", timeout
 
     def close(self) -> None:
@@ -337,3 +352,38 @@ def test_a_session_that_gives_no_flow_control_credit_is_cut_at_its_deadline(star
         assert response.decision == pb.VerifyResponse.MATCH
     finally:
         client.close()
+
+
+def test_a_connection_is_closed_at_its_maximum_age_plus_grace_whatever_it_holds(start_server, photos):
+    running = start_server(
+        settings_with(
+            challenges=False, rate_limit_per_s=0.0, frame_idle_timeout_s=25.0,
+            max_connection_age_s=1.0, max_connection_age_grace_s=1.0,
+        )
+    )
+    client = _RawClient(running.address, window=65535)
+    try:
+        # A session that waits between frames: busy, so not closed as idle; alive for 25 s by its own limits.
+        stream = client.call("/kiosk.v1.Kiosk/VerifySession", [start_message(photos.nuaa_id.read_bytes())])
+        how, after = client.wait_for_end(stream, timeout=15.0)
+        # GOAWAY at about 1 s (gRPC adds +-10 % jitter), the connection cut 1 s later.
+        assert client.goaway
+        assert how in ("reset", "closed", "trailers"), how
+        assert after < 1.1 + 1.0 + 2.0, after
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"max_calls_per_client": 0}, "service.max_calls_per_client must be positive, got 0"),
+        ({"first_message_timeout_s": 0.0}, "service.first_message_timeout_s must be positive, got 0.0"),
+        ({"frame_idle_timeout_s": -1.0}, "service.frame_idle_timeout_s must be positive, got -1.0"),
+        ({"max_open_calls": 10}, "service.max_open_calls (10) must be at least max_concurrent_calls + max_light_calls + 4 = 16"),
+    ],
+)
+def test_capacity_settings_are_checked(verifier, overrides, message):
+    with pytest.raises(ConfigError) as caught:
+        build_server(settings_with(**overrides), verifier)
+    assert caught.value.message == message
