@@ -21,7 +21,7 @@ import numpy as np
 from kiosk.calibration import Calibration, load_calibration
 from kiosk.liveness_calibration import LivenessCalibration, load_liveness_calibration
 from kiosk.errors import ConfigError, InvalidRequest, LowQuality, Undecidable
-from kiosk.pipeline import quality
+from kiosk.pipeline import injection, quality
 from kiosk.pipeline.align import align_face
 from kiosk.pipeline.compare import cosine_similarity, fuse_embeddings
 from kiosk.pipeline.decode import ImageLimits, decode_image
@@ -64,6 +64,8 @@ class AnalysedFace:
     embedding: Embedding
     # P(live) from the passive-liveness model, when it was asked for (live photos of Verify).
     passive_score: float | None = None
+    # The aligned crop (held in the scratch), for the digital-copy check of live photos.
+    aligned: AlignedFace | None = None
 
 
 def decide(similarity: float, operating_point: OperatingPoint) -> Decision:
@@ -198,6 +200,7 @@ class Verifier:
                     self.analyse(scratch, photo, ImageRole.LIVE_FRAME, i, findings, timer, passive_liveness=True)
                     for i, photo in enumerate(live_photos)
                 ]
+                refuse_copies_of_id_photo(reference, live)
             except Undecidable as e:
                 return Verification(
                     decision=Decision.RETRY,
@@ -279,7 +282,7 @@ class Verifier:
                 passive_score = self.check_passive_liveness(image, face)
         with timer.stage("embed"):
             embedding = scratch.keep(self.embedder.embed(aligned))
-        return AnalysedFace(finding, embedding, passive_score)
+        return AnalysedFace(finding, embedding, passive_score, aligned)
 
     def assess_quality(
         self, image: BgrImage, face: FaceDetection, aligned: AlignedFace, role: ImageRole
@@ -349,10 +352,20 @@ class Verifier:
         return dominant_face(faces, width, height, role)
 
 
+def refuse_copies_of_id_photo(reference: AnalysedFace, live: Sequence[AnalysedFace]) -> None:
+    """Raise ``LivePhotoIsIdPhoto`` if a live photo reproduces the ID photo (``kiosk.pipeline.injection``)."""
+    for index, face in enumerate(live):
+        similarity = cosine_similarity(reference.embedding, face.embedding)
+        if injection.is_copy(similarity, injection.aligned_correlation(reference.aligned, face.aligned)):
+            raise injection.LivePhotoIsIdPhoto(index)
+
+
 def refused_liveness(error: Undecidable) -> LivenessOutcome:
     """The liveness outcome of a verification that ended without a comparison."""
     if isinstance(error, PresentationAttackSuspected):
         return LivenessOutcome(LivenessStatus.FAILED, PASSIVE_CHECK, error.score)
+    if isinstance(error, injection.LivePhotoIsIdPhoto):
+        return LivenessOutcome(LivenessStatus.FAILED, injection.CHECK)
     # Something else stopped it before every live photo was checked.
     return LivenessOutcome(LivenessStatus.NOT_PERFORMED)
 

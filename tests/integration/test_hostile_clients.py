@@ -16,16 +16,20 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 
+import cv2
 import grpc
 import h2.config
 import h2.connection
 import h2.events
 import h2.exceptions
 import h2.settings
+import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from kiosk.errors import ConfigError
+from kiosk.pipeline.scratch import Scratch
+from kiosk.pipeline.types import ImageRole
 from kiosk.server.app import build_server
 from kiosk.v1 import kiosk_pb2 as pb
 from kiosk.v1 import kiosk_pb2_grpc
@@ -387,3 +391,56 @@ def test_capacity_settings_are_checked(verifier, overrides, message):
     with pytest.raises(ConfigError) as caught:
         build_server(settings_with(**overrides), verifier)
     assert caught.value.message == message
+
+
+# --------------------------------------------------------------------------- digital injection
+
+
+def _jpeg(image: np.ndarray, quality: int) -> bytes:
+    ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    assert ok
+    return data.tobytes()
+
+
+def _chip_photo(verifier, path) -> bytes:
+    """A card chip-like photo made from a capture: card framing, 102x126, JPEG quality 30."""
+    image = cv2.imread(str(path))
+    with Scratch() as scratch:
+        box = verifier.subject_face(scratch, image, ImageRole.LIVE_FRAME).box
+    height = box.height / 0.62
+    width = height * 102 / 126
+    x0, y0 = int(box.x + box.width / 2 - width / 2), int(box.y + box.height / 2 - height * 0.45)
+    pad = 400
+    framed = cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+    crop = framed[y0 + pad : int(y0 + height) + pad, x0 + pad : int(x0 + width) + pad]
+    return _jpeg(cv2.resize(crop, (102, 126), interpolation=cv2.INTER_AREA), 30)
+
+
+def _captures(faces, person: str) -> list:
+    return sorted((faces / person).glob("*.jpg"))
+
+
+@pytest.mark.parametrize("person", ["nuaa__s01", "nuaa__s02", "webcam_pigface__mjs", "webcam_pigface__yan"])
+def test_an_upscaled_copy_of_the_chip_photo_is_never_a_match(kiosk, verifier, faces, person):
+    captures = _captures(faces, person)
+    chip = _chip_photo(verifier, captures[0])
+    decoded = cv2.imdecode(np.frombuffer(chip, np.uint8), cv2.IMREAD_COLOR)
+    stub = kiosk.stub()
+    copies = {
+        "upscaled 4x": _jpeg(cv2.resize(decoded, (408, 504), interpolation=cv2.INTER_CUBIC), 95),
+        "upscaled 3x, cropped, re-encoded": _jpeg(
+            cv2.resize(decoded, (306, 378), interpolation=cv2.INTER_LANCZOS4)[20:-10, 10:-10], 80
+        ),
+    }
+    for name, copy in copies.items():
+        response = stub.Verify(pb.VerifyRequest(id_photo=chip, live_photos=[copy], consent=_consent()), timeout=TIMEOUT)
+        # Before: MATCH at similarity 0.97 to 0.99 with passive liveness 0.9994 to 0.9999. Where the
+        # passive check does see an attack it refuses first; otherwise the copy check names it.
+        assert response.decision == pb.VerifyResponse.RETRY, (name, response.decision, response.similarity)
+        assert response.liveness.status == pb.LivenessOutcome.FAILED
+        if response.retry_reason != "presentation_attack_suspected":
+            assert (response.retry_reason, response.liveness.failed_check) == ("live_photo_is_id_photo", "id_photo_copy")
+    # The card holder's own capture from another moment is compared as usual, never called a copy.
+    live = captures[-1].read_bytes()
+    response = stub.Verify(pb.VerifyRequest(id_photo=chip, live_photos=[live], consent=_consent()), timeout=TIMEOUT)
+    assert response.retry_reason != "live_photo_is_id_photo"
