@@ -59,6 +59,12 @@ class ConsentRequired(KioskError):
     status_code = "FAILED_PRECONDITION"
 
 
+class ActiveSessionRequired(KioskError):
+    """The service takes only live sessions with active challenges from this caller."""
+
+    status_code = "FAILED_PRECONDITION"
+
+
 class Overloaded(KioskError):
     """Concurrency or rate limit reached; the client may retry later."""
 

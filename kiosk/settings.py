@@ -121,6 +121,17 @@ class ServiceSettings:
     # Seconds calls on an aged connection get to finish before it is closed under them;
     # longer than session_deadline_s so an honest session is never cut.
     max_connection_age_grace_s: float = 60.0
+    # How much of the similarity a remote caller (mutual TLS) is told: "exact", "rounded"
+    # (2 decimals, as the audit log records it) or "match_only" (rounded on a MATCH,
+    # none otherwise). Exact scores let a caller hill-climb a synthetic face towards the
+    # ID photo (Adler 2004; ISO/IEC 30136), so remote callers get rounded ones by default.
+    remote_similarity: str = "rounded"
+    # The same for local callers (unix socket, loopback): the kiosk's own screen.
+    local_similarity: str = "exact"
+    # Refuse Verify (still photos) from remote callers: only a live session with active
+    # challenges (VerifySession, liveness_challenge.enabled) shows that a person is
+    # present; a still sent over the network can be a digital copy or a replay.
+    require_active_session_remote: bool = False
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,7 @@ from kiosk.server.info import collect_info
 from kiosk.server.interceptors import CallGuard, CallLimits
 from kiosk.server.metrics import ServiceMetrics
 from kiosk.server.observe import CallObserver
-from kiosk.server.policy import ServicePolicy
+from kiosk.server.policy import SIMILARITY_DISCLOSURES, ServicePolicy
 from kiosk.server.ratelimit import RateLimiter
 from kiosk.server.servicer import KioskServicer, VerifierSlot
 from kiosk.settings import ServiceSettings, Settings, TlsSettings
@@ -144,6 +144,7 @@ def _check_service_settings(settings: Settings) -> list[Listener]:
             f"service.rate_limit_per_s must not be negative (0 = no limit), got {service.rate_limit_per_s}"
         )
     _check_capacity_settings(service)
+    _check_disclosure_settings(settings)
     if service.rate_limit_per_s > 0 and service.rate_limit_burst < 1:
         raise ConfigError(f"service.rate_limit_burst must be at least 1, got {service.rate_limit_burst}")
     if not service.listen:
@@ -178,6 +179,20 @@ def _check_capacity_settings(service: ServiceSettings) -> None:
         raise ConfigError(
             f"service.max_open_calls ({service.max_open_calls}) must be at least max_concurrent_calls + "
             f"max_light_calls + {THREAD_HEADROOM} = {worker_threads(service)}"
+        )
+
+
+def _check_disclosure_settings(settings: Settings) -> None:
+    service = settings.service
+    for name in ("remote_similarity", "local_similarity"):
+        if getattr(service, name) not in SIMILARITY_DISCLOSURES:
+            raise ConfigError(
+                f"service.{name} must be one of {', '.join(SIMILARITY_DISCLOSURES)}, got {getattr(service, name)!r}"
+            )
+    if service.require_active_session_remote and not settings.liveness_challenge.enabled:
+        raise ConfigError(
+            "service.require_active_session_remote needs liveness_challenge.enabled: "
+            "without challenges no session is active"
         )
 
 

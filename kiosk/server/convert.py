@@ -253,8 +253,19 @@ def verification_to_proto(verification: Verification, request_id: str, audit_id:
     return response
 
 
+def established(liveness: LivenessOutcome) -> int:
+    """What the liveness checks established: an active session, passive checks of stills, or nothing."""
+    if liveness.status is not LivenessStatus.PASSED:
+        return pb.LivenessOutcome.NOTHING
+    if liveness.challenges_passed:
+        return pb.LivenessOutcome.ACTIVE_SESSION
+    return pb.LivenessOutcome.PASSIVE_STILLS
+
+
 def _liveness_to_proto(liveness: LivenessOutcome) -> pb.LivenessOutcome:
-    message = pb.LivenessOutcome(status=_LIVENESS[liveness.status], failed_check=liveness.failed_check)
+    message = pb.LivenessOutcome(
+        status=_LIVENESS[liveness.status], failed_check=liveness.failed_check, established=established(liveness)
+    )
     if liveness.passive_score is not None:
         message.passive_score = liveness.passive_score
     return message

@@ -72,14 +72,17 @@ class KioskServicer(kiosk_pb2_grpc.KioskServicer):
             call = convert.verify_call_from_proto(request, self.settings.limits.max_live_photos)
             for photo in (call.id_photo, *call.live_photos):
                 payloads.keep_payload(photo)
-            caller = self.policy.caller(client_identity(context), call.meta)
+            caller = self._caller(context, call.meta)
+            self.policy.admit_stills(caller)
             self.policy.admit(caller, call.meta, verifier.model_versions)
             deadline.check("before analysis")
             verification = verifier.verify(call.id_photo, call.live_photos, call.meta.target_fmr)
             # The pipeline cannot be interrupted midway; an answer past the deadline is not given.
             deadline.check("during analysis")
             audit_id = self.policy.record(caller, call.meta, verification)
-            return convert.verification_to_proto(verification, call.meta.request_id, audit_id)
+            return convert.verification_to_proto(
+                self.policy.for_caller(caller, verification), call.meta.request_id, audit_id
+            )
 
     def VerifySession(
         self, requests: Iterator[pb.SessionRequest], context: grpc.ServicerContext
@@ -108,7 +111,7 @@ class KioskServicer(kiosk_pb2_grpc.KioskServicer):
                         yield from convert.frame_events(result)
                     verification = session.verification
                     audit_id = self.policy.record(caller, meta, verification)
-            yield convert.decision_event(verification, meta.request_id, audit_id)
+            yield convert.decision_event(self.policy.for_caller(caller, verification), meta.request_id, audit_id)
 
     def _open_session(
         self, verifier: Verifier, reader: StreamReader, deadline: CallDeadline, context: grpc.ServicerContext
@@ -124,12 +127,17 @@ class KioskServicer(kiosk_pb2_grpc.KioskServicer):
         # The session keeps what it derives from the ID photo, not the encoded photo: this copy is zeroed here.
         with Scratch() as payload:
             payload.keep_payload(opening.id_photo)
-            caller = self.policy.caller(client_identity(context), opening.meta)
+            caller = self._caller(context, opening.meta)
             self.policy.admit(caller, opening.meta, verifier.model_versions)
             session = open_session(
                 verifier, opening.id_photo, opening.meta.target_fmr, challenges=self.settings.liveness_challenge
             )
         return caller, opening.meta, session
+
+    def _caller(self, context: grpc.ServicerContext, meta: CallMeta) -> Caller:
+        identity = client_identity(context)
+        # Only a mutual-TLS listener gives an identity other than "local": such a caller is remote.
+        return self.policy.caller(identity, meta, remote=identity != LOCAL_IDENTITY)
 
     def GetInfo(self, request: pb.InfoRequest, context: grpc.ServicerContext) -> pb.InfoResponse:
         with status.mapped_errors(context, "GetInfo"):

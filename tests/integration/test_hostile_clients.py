@@ -444,3 +444,71 @@ def test_an_upscaled_copy_of_the_chip_photo_is_never_a_match(kiosk, verifier, fa
     live = captures[-1].read_bytes()
     response = stub.Verify(pb.VerifyRequest(id_photo=chip, live_photos=[live], consent=_consent()), timeout=TIMEOUT)
     assert response.retry_reason != "live_photo_is_id_photo"
+
+
+# --------------------------------------------------------------------------- what a caller is told
+
+
+def _remote_and_local(start_server, tls_files, tmp_path, **overrides):
+    socket_path = tmp_path / "local.sock"
+    settings = settings_with(
+        ("127.0.0.1:0", f"unix:{socket_path}"), tls=tls_files.server_settings(), rate_limit_per_s=0.0,
+        challenges=False, **overrides,
+    )
+    running = start_server(settings)
+    remote = running.stub(tls_files.client_credentials(tls_files.client_cert, tls_files.client_key))
+    channel = grpc.insecure_channel(f"unix:{socket_path}")
+    running.channels.append(channel)
+    return remote, kiosk_pb2_grpc.KioskStub(channel)
+
+
+def _pair(photos, genuine: bool) -> pb.VerifyRequest:
+    live = photos.scorsese[1] if genuine else photos.stranger
+    return pb.VerifyRequest(
+        id_photo=photos.scorsese[0].read_bytes(), live_photos=[live.read_bytes()], consent=_consent()
+    )
+
+
+def test_remote_callers_get_a_rounded_similarity_local_ones_the_exact_one(start_server, tls_files, tmp_path, photos):
+    remote, local = _remote_and_local(start_server, tls_files, tmp_path)
+    exact = local.Verify(_pair(photos, genuine=True), timeout=TIMEOUT).similarity
+    rounded = remote.Verify(_pair(photos, genuine=True), timeout=TIMEOUT).similarity
+    assert rounded == round(exact, 2) and rounded != exact
+    stranger = remote.Verify(_pair(photos, genuine=False), timeout=TIMEOUT)
+    assert stranger.decision == pb.VerifyResponse.NO_MATCH
+    assert stranger.similarity == round(stranger.similarity, 2)
+
+
+def test_match_only_gives_a_remote_caller_no_score_on_a_non_match(start_server, tls_files, tmp_path, photos):
+    remote, local = _remote_and_local(start_server, tls_files, tmp_path, remote_similarity="match_only")
+    stranger = remote.Verify(_pair(photos, genuine=False), timeout=TIMEOUT)
+    assert stranger.decision == pb.VerifyResponse.NO_MATCH and not stranger.HasField("similarity")
+    genuine = remote.Verify(_pair(photos, genuine=True), timeout=TIMEOUT)
+    assert genuine.decision == pb.VerifyResponse.MATCH and genuine.similarity == round(genuine.similarity, 2)
+    assert local.Verify(_pair(photos, genuine=False), timeout=TIMEOUT).HasField("similarity")
+
+
+def test_an_operator_can_require_an_active_session_from_remote_callers(start_server, tls_files, tmp_path, photos):
+    socket_path = tmp_path / "local.sock"
+    settings = settings_with(
+        ("127.0.0.1:0", f"unix:{socket_path}"), tls=tls_files.server_settings(), rate_limit_per_s=0.0,
+        require_active_session_remote=True,
+    )
+    running = start_server(settings)
+    remote = running.stub(tls_files.client_credentials(tls_files.client_cert, tls_files.client_key))
+    with pytest.raises(grpc.RpcError) as caught:
+        remote.Verify(_pair(photos, genuine=True), timeout=TIMEOUT)
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert caught.value.details().startswith("this service verifies remote callers only in a live session")
+    channel = grpc.insecure_channel(f"unix:{socket_path}")
+    running.channels.append(channel)
+    response = kiosk_pb2_grpc.KioskStub(channel).Verify(_pair(photos, genuine=True), timeout=TIMEOUT)
+    # A still photo establishes only what the passive check saw, and the response says so.
+    assert response.decision == pb.VerifyResponse.MATCH
+    assert response.liveness.established == pb.LivenessOutcome.PASSIVE_STILLS
+
+
+def test_require_active_session_needs_challenges(verifier):
+    with pytest.raises(ConfigError) as caught:
+        build_server(settings_with(challenges=False, require_active_session_remote=True), verifier)
+    assert caught.value.message.startswith("service.require_active_session_remote needs liveness_challenge.enabled")
