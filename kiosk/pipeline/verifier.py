@@ -182,8 +182,13 @@ class Verifier:
             self.passive_liveness.warm_up()
 
     def verify(
-        self, id_photo: bytes, live_photos: Sequence[bytes], target_fmr: float | None = None
+        self,
+        id_photo: bytes,
+        live_photos: Sequence[bytes],
+        target_fmr: float | None = None,
+        timer: StageTimer | None = None,
     ) -> Verification:
+        """``timer`` may carry a cancellation check, run as each stage starts (``StageTimer``)."""
         operating_point = self.operating_point(target_fmr)
         if not live_photos:
             raise InvalidRequest("at least one live photo is required")
@@ -191,7 +196,7 @@ class Verifier:
             raise InvalidRequest(
                 f"{len(live_photos)} live photos given, at most {self.settings.limits.max_live_photos} are accepted"
             )
-        timer = StageTimer()
+        timer = timer or StageTimer()
         findings: list[FaceFinding] = []
         with Scratch() as scratch:
             try:

@@ -116,6 +116,24 @@ class ServicePolicy:
             )
         raise ConsentRequired(message)
 
+    def record_cancelled(self, caller: Caller, meta: CallMeta, model_versions: dict[str, str]) -> None:
+        """Audit a call the client cancelled before its answer: no decision was given, so none is recorded."""
+        if self.audit is None:
+            return
+        self.audit.append(
+            request_id=meta.request_id,
+            client_identity=caller.identity,
+            device_id=caller.device_id,
+            event="cancelled",
+            decision="cancelled",
+            reason="client_cancelled",
+            threshold=None,
+            target_fmr=meta.target_fmr,
+            model_versions=model_versions,
+            consent_version=meta.consent.text_version,
+            liveness=LIVENESS_NOT_PERFORMED,
+        )
+
     def record(self, caller: Caller, meta: CallMeta, verification: Verification) -> str:
         """Append the decision to the audit log; its audit id, or "" without a log."""
         if self.audit is None:

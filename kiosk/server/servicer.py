@@ -11,11 +11,12 @@ until gRPC drops the message; glibc overwrites it then (``kiosk.runtime.hardenin
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import grpc
 
-from kiosk.errors import InvalidRequest
-from kiosk.pipeline.scratch import Scratch
+from kiosk.errors import Cancelled, InvalidRequest
+from kiosk.pipeline.scratch import Scratch, StageTimer
 from kiosk.pipeline.session import LiveSession, open_session
 from kiosk.pipeline.verifier import Verifier
 from kiosk.server import convert, status
@@ -76,8 +77,18 @@ class KioskServicer(kiosk_pb2_grpc.KioskServicer):
             self.policy.admit_stills(caller)
             self.policy.admit(caller, call.meta, verifier.model_versions)
             deadline.check("before analysis")
-            verification = verifier.verify(call.id_photo, call.live_photos, call.meta.target_fmr)
-            # The pipeline cannot be interrupted midway; an answer past the deadline is not given.
+            # Checked as each stage starts: a call the client cancelled stops there.
+            timer = StageTimer(cancelled=lambda: not context.is_active())
+            try:
+                verification = verifier.verify(call.id_photo, call.live_photos, call.meta.target_fmr, timer=timer)
+                if not context.is_active():
+                    raise Cancelled("the client cancelled the call during its last stage")
+            except Cancelled:
+                # A call whose deadline passed is no longer active either: that is not a cancellation.
+                deadline.check("during analysis")
+                self.policy.record_cancelled(caller, call.meta, verifier.model_versions)
+                raise
+            # A stage cannot be interrupted midway; an answer past the deadline is not given.
             deadline.check("during analysis")
             audit_id = self.policy.record(caller, call.meta, verification)
             return convert.verification_to_proto(
@@ -92,7 +103,7 @@ class KioskServicer(kiosk_pb2_grpc.KioskServicer):
             deadline = CallDeadline.start(context, self.settings.service.session_deadline_s)
             with StreamReader(requests) as reader:
                 caller, meta, session = self._open_session(verifier, reader, deadline, context)
-                with session:
+                with session, self._audit_cancellation(caller, meta, verifier):
                     while not session.done:
                         message = reader.read(
                             deadline, f"frame {session.frames_seen}", self.settings.service.frame_idle_timeout_s
@@ -110,6 +121,8 @@ class KioskServicer(kiosk_pb2_grpc.KioskServicer):
                         deadline.check(f"analysing frame {result.frame_index}")
                         yield from convert.frame_events(result)
                     verification = session.verification
+                    if not context.is_active():
+                        raise Cancelled("the client cancelled the session before its decision")
                     audit_id = self.policy.record(caller, meta, verification)
             yield convert.decision_event(self.policy.for_caller(caller, verification), meta.request_id, audit_id)
 
@@ -133,6 +146,16 @@ class KioskServicer(kiosk_pb2_grpc.KioskServicer):
                 verifier, opening.id_photo, opening.meta.target_fmr, challenges=self.settings.liveness_challenge
             )
         return caller, opening.meta, session
+
+    @contextmanager
+    def _audit_cancellation(self, caller: Caller, meta: CallMeta, verifier: Verifier) -> Iterator[None]:
+        """A session the client cancels after it opened is audited as cancelled (it got no decision)."""
+        try:
+            yield
+        except (Cancelled, status.ClientCancelled, GeneratorExit):
+            # GeneratorExit: gRPC dropped the stream of a cancelled call at one of its events.
+            self.policy.record_cancelled(caller, meta, verifier.model_versions)
+            raise
 
     def _caller(self, context: grpc.ServicerContext, meta: CallMeta) -> Caller:
         identity = client_identity(context)

@@ -512,3 +512,67 @@ def test_require_active_session_needs_challenges(verifier):
     with pytest.raises(ConfigError) as caught:
         build_server(settings_with(challenges=False, require_active_session_remote=True), verifier)
     assert caught.value.message.startswith("service.require_active_session_remote needs liveness_challenge.enabled")
+
+
+# --------------------------------------------------------------------------- cancellation
+
+
+class _HeldVerifier:
+    """The real verifier; ``verify`` says it started, waits for the go-ahead, and keeps the call's stage timer."""
+
+    def __init__(self, inner):
+        self._inner = inner
+        self.entered = threading.Semaphore(0)
+        self.proceed = threading.Event()
+        self.timers: list = []
+
+    def __getattr__(self, name: str):
+        return getattr(self._inner, name)
+
+    def verify(self, *args, timer=None, **kwargs):
+        self.timers.append(timer)
+        self.entered.release()
+        self.proceed.wait(timeout=TIMEOUT)
+        return self._inner.verify(*args, timer=timer, **kwargs)
+
+
+def test_a_cancelled_verify_is_abandoned_and_audited_as_cancelled(start_server, photos, verifier):
+    held = _HeldVerifier(verifier)
+    running = start_server(settings_with(rate_limit_per_s=0.0), verifier=held)
+    stub = running.stub()
+    request = _pair(photos, genuine=True)
+    request.request_id = "gone"
+    call = stub.Verify.future(request, timeout=TIMEOUT)
+    assert held.entered.acquire(timeout=TIMEOUT)
+    call.cancel()
+    time.sleep(0.2)  # the server sees the cancellation
+    held.proceed.set()
+    deadline = time.monotonic() + TIMEOUT
+    while not running.audit_records() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    # Not one stage ran after the cancellation, and the audit says so instead of a decision.
+    assert dict(held.timers[0].ms) == {}
+    [record] = running.audit_records()
+    assert (record["request_id"], record["event"], record["decision"], record["reason"]) == (
+        "gone", "cancelled", "cancelled", "client_cancelled"
+    )
+    assert record["similarity"] is None
+
+
+def test_a_session_cancelled_after_it_opened_is_audited_as_cancelled(start_server, photos):
+    running = start_server(settings_with(challenges=False, rate_limit_per_s=0.0))
+    stop = threading.Event()
+
+    def start_only() -> Iterator[pb.SessionRequest]:
+        yield start_message(photos.nuaa_id.read_bytes(), request_id="left")
+        stop.wait()
+
+    call = running.stub().VerifySession(start_only(), timeout=TIMEOUT)
+    time.sleep(1.0)  # the session has opened and waits for its first frame
+    call.cancel()
+    stop.set()
+    deadline = time.monotonic() + TIMEOUT
+    while not running.audit_records() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    [record] = running.audit_records()
+    assert (record["request_id"], record["event"], record["decision"]) == ("left", "cancelled", "cancelled")
