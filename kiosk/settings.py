@@ -252,6 +252,10 @@ class ModelSettings:
     calibration: str = "calibration.toml"
     # Passive-liveness threshold and the attack/bona fide figures behind it, relative to models.dir.
     liveness: str = "liveness.toml"
+    # PEM Ed25519 public key that models.manifest's signature (manifest.toml.sig) must
+    # verify against; empty means the project's own key (the bundled models). Set it when
+    # a vendor ships a model bundle signed with its own key.
+    manifest_public_key: str = ""
 
     def resolved_dir(self) -> Path:
         return Path(self.dir) if self.dir else bundled_models_dir()

@@ -46,7 +46,7 @@ from kiosk.pipeline.types import (
     QualityFinding,
     Verification,
 )
-from kiosk.runtime.manifest import load_manifest
+from kiosk.runtime.manifest import load_verified_manifest
 from kiosk.runtime.profile import HardwareProfile, select_profile
 from kiosk.runtime.sessions import SessionFactory
 from kiosk.settings import QualityLimits, Settings
@@ -121,7 +121,7 @@ class Verifier:
         """
         profile = select_profile(settings.hardware.profile)
         models_dir = settings.models.resolved_dir()
-        manifest = load_manifest(models_dir / settings.models.manifest)
+        manifest = load_verified_manifest(models_dir / settings.models.manifest, settings.models.manifest_public_key)
         factory = SessionFactory(models_dir, manifest, profile.onnxruntime)
         roles = ("mtcnn_pnet", "mtcnn_rnet", "mtcnn_onet", "embedder")
         sessions = {role: factory.create(role) for role in roles}

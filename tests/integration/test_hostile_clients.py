@@ -9,6 +9,7 @@ gRPC client cannot misbehave the way an attacker does.
 
 from __future__ import annotations
 
+import shutil
 import socket
 import struct
 import threading
@@ -25,15 +26,27 @@ import h2.exceptions
 import h2.settings
 import numpy as np
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from kiosk.errors import ConfigError
+from kiosk.errors import ConfigError, ModelIntegrityError
 from kiosk.pipeline.scratch import Scratch
 from kiosk.pipeline.types import ImageRole
+from kiosk.runtime.manifest import load_manifest, sha256_of, verify_manifest_signature
+from kiosk.runtime.manifest import main as manifest_main
+from kiosk.settings import bundled_models_dir
 from kiosk.server.app import build_server
 from kiosk.v1 import kiosk_pb2 as pb
 from kiosk.v1 import kiosk_pb2_grpc
-from tests.integration.rpc import TIMEOUT, frame_message, session_error, settings_with, start_message
+from tests.integration.rpc import (
+    TIMEOUT,
+    ServeProcess,
+    frame_message,
+    session_error,
+    settings_with,
+    start_message,
+)
 
 INT64_MAX = 2**63 - 1
 
@@ -576,3 +589,67 @@ def test_a_session_cancelled_after_it_opened_is_audited_as_cancelled(start_serve
         time.sleep(0.05)
     [record] = running.audit_records()
     assert (record["request_id"], record["event"], record["decision"]) == ("left", "cancelled", "cancelled")
+
+
+# --------------------------------------------------------------------------- tampered models
+
+
+def _models_copy(tmp_path):
+    models = tmp_path / "models"
+    shutil.copytree(bundled_models_dir(), models, ignore=shutil.ignore_patterns("*.py", "README.md"))
+    return models
+
+
+def _tamper(models) -> None:
+    """Change a model and write its new hash into the manifest: what an attacker with the disk would do."""
+    model = models / "mtcnn_rnet.onnx"
+    data = bytearray(model.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    model.write_bytes(bytes(data))
+    manifest = models / "manifest.toml"
+    entry = load_manifest(manifest).entry("mtcnn_rnet")
+    manifest.write_text(manifest.read_text().replace(entry.sha256, sha256_of(model)))
+
+
+def test_a_model_changed_with_its_manifest_hash_is_refused_and_never_serving(tmp_path):
+    models = _models_copy(tmp_path)
+    _tamper(models)
+    server = ServeProcess.start(tmp_path, extra_config=f'\n[models]\ndir = "{models}"\n')
+    try:
+        statuses = server.health_statuses()  # polls until the process is gone
+        server.process.communicate(timeout=TIMEOUT)
+    finally:
+        server.stop()
+    assert health_pb2.HealthCheckResponse.SERVING not in statuses
+    assert server.process.returncode != 0
+    assert f"model manifest {models / 'manifest.toml'} fails its signature check against the project's key" in server.log()
+
+
+def test_a_vendor_signs_its_own_bundle_and_only_its_key_opens_it(tmp_path):
+    models = _models_copy(tmp_path)
+    _tamper(models)  # the vendor's own (changed) model
+    key = Ed25519PrivateKey.generate()
+    key_file, public_file = tmp_path / "vendor.pem", tmp_path / "vendor.pub.pem"
+    key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    public_file.write_bytes(
+        key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    assert manifest_main(["sign", "--key", str(key_file), str(models / "manifest.toml")]) == 0
+    verify_manifest_signature(models / "manifest.toml", str(public_file))
+    # Signed by the vendor, so the project's key refuses it ...
+    with pytest.raises(ModelIntegrityError) as caught:
+        verify_manifest_signature(models / "manifest.toml")
+    assert "fails its signature check against the project's key" in caught.value.message
+    # ... and an unsigned manifest is refused by name.
+    (models / "manifest.toml.sig").unlink()
+    with pytest.raises(ModelIntegrityError) as caught:
+        verify_manifest_signature(models / "manifest.toml", str(public_file))
+    assert caught.value.message == (
+        f"model manifest {models / 'manifest.toml'} is not signed: {models / 'manifest.toml.sig'} is missing"
+    )
+
+
+def test_the_bundled_manifest_is_signed_with_the_project_key():
+    verify_manifest_signature(bundled_models_dir() / "manifest.toml")
