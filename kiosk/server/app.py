@@ -197,12 +197,20 @@ def _check_disclosure_settings(settings: Settings) -> None:
 
 
 def worker_threads(service: ServiceSettings) -> int:
-    """gRPC worker threads: every analysis and light call gets one, plus room to refuse the excess.
-
-    gRPC hands a worker to each call before any handler runs; the call guard keeps the
-    two classes within their limits, so light calls (health) always find a worker.
-    """
+    """gRPC worker threads: every analysis and light call gets one, plus room to refuse the excess."""
     return service.max_concurrent_calls + service.max_light_calls + THREAD_HEADROOM
+
+
+def light_call_pool(service: ServiceSettings) -> futures.ThreadPoolExecutor:
+    """Worker threads of their own for health, GetInfo and reflection.
+
+    gRPC hands every call to a worker before any handler runs. With one pool, health
+    checks wait in its queue behind whatever analysis calls (and the refusals of excess
+    ones: a flood of them) are queued. gRPC runs a handler whose behaviour names an
+    ``experimental_thread_pool`` there instead (the call guard sets it on light calls),
+    so analysis traffic of any size cannot delay a health check.
+    """
+    return futures.ThreadPoolExecutor(max_workers=service.max_light_calls + THREAD_HEADROOM, thread_name_prefix="kiosk-light")
 
 
 def call_limits(service: ServiceSettings) -> CallLimits:
@@ -314,11 +322,19 @@ def build_server(
     rates = RateLimiter(service.rate_limit_per_s, service.rate_limit_burst)
     metrics = ServiceMetrics()
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=worker_threads(service), thread_name_prefix="kiosk-rpc"),
+        futures.ThreadPoolExecutor(
+            max_workers=service.max_concurrent_calls + THREAD_HEADROOM, thread_name_prefix="kiosk-rpc"
+        ),
         # The observer comes first, so it also logs and counts the calls CallGuard refuses.
         interceptors=[
             CallObserver(SERVICE_NAME, metrics),
-            CallGuard(call_limits(service), GUARDED_METHODS, rates, session_methods=SESSION_METHODS),
+            CallGuard(
+                call_limits(service),
+                GUARDED_METHODS,
+                rates,
+                session_methods=SESSION_METHODS,
+                light_pool=light_call_pool(service),
+            ),
         ],
         # Past this gRPC itself answers RESOURCE_EXHAUSTED instead of queueing without bound.
         maximum_concurrent_rpcs=service.max_open_calls,

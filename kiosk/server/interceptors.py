@@ -31,7 +31,9 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
+from concurrent import futures
 
 import grpc
 
@@ -46,6 +48,11 @@ from kiosk.server.servicer import client_identity
 from kiosk.server.watchdog import Watchdog
 
 LOG = logging.getLogger("kiosk.server")
+
+# An analysis call that has waited this fraction of first_message_timeout_s without
+# sending its message may be evicted by a new call when its pool is full (a photo may
+# take a moment to arrive on a busy machine; the first-message timeout cuts it anyway).
+EVICTABLE_FRACTION = 0.5
 
 # Time past a call's own deadline before the watchdog cancels it: the servicer's deadline
 # checks answer first with a precise message whenever the handler can run at all.
@@ -97,11 +104,12 @@ class CallLimits:
 class _Slot:
     """One acquired unit of a limit, released exactly once however the call ends."""
 
-    __slots__ = ("pool", "client", "context", "held")
+    __slots__ = ("pool", "client", "context", "held", "since")
 
     def __init__(self, pool: _Pool, client: str, context: grpc.ServicerContext):
         self.pool = pool
         self.client = client
+        self.since = time.monotonic()
         # Kept only while the call waits for its first message (it may be evicted then).
         self.context: grpc.ServicerContext | None = context
         self.held = True
@@ -124,10 +132,14 @@ class _Pool:
     calls can never keep anyone else out, whatever their number of connections.
     """
 
-    def __init__(self, name: str, limit: int, per_client: int):
+    def __init__(self, name: str, limit: int, per_client: int, evictable_after_s: float):
         self.name = name
         self.limit = limit
         self.per_client = per_client
+        # A call may be evicted only after waiting this long: an honest call's message is
+        # then long overdue, while one that is merely still arriving (a busy machine, a
+        # large photo on a slow link) is left alone.
+        self.evictable_after_s = evictable_after_s
         self._lock = threading.Lock()
         self._total = 0
         self._by_client: dict[str, int] = {}
@@ -137,15 +149,16 @@ class _Pool:
         with self._lock:
             mine = self._by_client.get(client, 0)
             victim = None
+            stale = time.monotonic() - self.evictable_after_s
             if mine >= self.per_client:
-                victim = next((s for s in self._waiting if s.client == client), None)
+                victim = next((s for s in self._waiting if s.client == client and s.since <= stale), None)
                 if victim is None:
                     raise Overloaded(
                         f"this client already has {mine} {self.name} in flight "
                         f"(at most {self.per_client} per client): wait for one to finish"
                     )
             elif self._total >= self.limit:
-                victim = next(iter(self._waiting), None)
+                victim = next((s for s in self._waiting if s.since <= stale), None)
                 if victim is None:
                     raise Overloaded(f"server busy: {self.limit} {self.name} in flight, retry later")
             evicted = None
@@ -218,14 +231,19 @@ class CallGuard(grpc.ServerInterceptor):
         rate_limiter: RateLimiter | None = None,
         watchdog: Watchdog | None = None,
         session_methods: frozenset[str] = frozenset(),
+        light_pool: futures.ThreadPoolExecutor | None = None,
     ):
         self._limits = limits
-        self._analysis = _Pool("calls", limits.max_concurrent_calls, limits.max_calls_per_client)
-        self._light = _Pool("health/info calls", limits.max_light_calls, limits.max_light_calls_per_client)
+        evictable = limits.first_message_timeout_s * EVICTABLE_FRACTION
+        self._analysis = _Pool("calls", limits.max_concurrent_calls, limits.max_calls_per_client, evictable)
+        # A light call's message is a few bytes sent with its headers: one still waiting when
+        # the pool is full is not coming, so it may be evicted at once.
+        self._light = _Pool("health/info calls", limits.max_light_calls, limits.max_light_calls_per_client, 0.0)
         self._guarded = guarded_methods
         self._sessions = session_methods
         self._rates = rate_limiter
         self._watchdog = watchdog or Watchdog()
+        self._light_pool = light_pool
 
     def intercept_service(
         self, continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None], details
@@ -248,24 +266,25 @@ class CallGuard(grpc.ServerInterceptor):
             lambda context: self._admit_light(method, context)
         )
         serializer = handler.response_serializer
+        pool = None if analysis else self._light_pool
         if handler.unary_unary is not None:
             behaviour = self._first_message(method, handler.unary_unary, analysis)
             return grpc.stream_unary_rpc_method_handler(
-                self._unary_response(method, behaviour, admit, budget), deserializer, serializer
+                _on_pool(self._unary_response(method, behaviour, admit, budget), pool), deserializer, serializer
             )
         if handler.unary_stream is not None:
             behaviour = self._first_message(method, handler.unary_stream, analysis)
             return grpc.stream_stream_rpc_method_handler(
-                self._stream_response(method, behaviour, admit, budget), deserializer, serializer
+                _on_pool(self._stream_response(method, behaviour, admit, budget), pool), deserializer, serializer
             )
         if handler.stream_unary is not None:
             behaviour = _checked_stream(handler.stream_unary) if analysis else handler.stream_unary
             return grpc.stream_unary_rpc_method_handler(
-                self._unary_response(method, behaviour, admit, budget), deserializer, serializer
+                _on_pool(self._unary_response(method, behaviour, admit, budget), pool), deserializer, serializer
             )
         behaviour = _checked_stream(handler.stream_stream) if analysis else handler.stream_stream
         return grpc.stream_stream_rpc_method_handler(
-            self._stream_response(method, behaviour, admit, budget), deserializer, serializer
+            _on_pool(self._stream_response(method, behaviour, admit, budget), pool), deserializer, serializer
         )
 
     # ------------------------------------------------------------------ admission
@@ -345,6 +364,13 @@ class CallGuard(grpc.ServerInterceptor):
                 slot.release()
 
         return guarded
+
+
+def _on_pool(behaviour: Callable, pool: futures.ThreadPoolExecutor | None) -> Callable:
+    """Have gRPC run ``behaviour`` on ``pool`` (gRPC Python's ``experimental_thread_pool``)."""
+    if pool is not None:
+        behaviour.experimental_thread_pool = pool
+    return behaviour
 
 
 def _checked_stream(behaviour: Callable) -> Callable:

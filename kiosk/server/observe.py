@@ -10,6 +10,7 @@ and the back office poll health every few seconds, which would flood the journal
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -130,6 +131,7 @@ class CallObserver(grpc.ServerInterceptor):
         return handler
 
     def _unary(self, rpc: str, behaviour: Callable) -> Callable:
+        @functools.wraps(behaviour)  # keeps the call guard's thread pool (experimental_thread_pool)
         def observed(request, context: grpc.ServicerContext):
             record = CallRecord(rpc, client_identity(context))
             if isinstance(request, pb.VerifyRequest):
@@ -148,6 +150,7 @@ class CallObserver(grpc.ServerInterceptor):
         return observed
 
     def _stream_unary(self, rpc: str, behaviour: Callable) -> Callable:
+        @functools.wraps(behaviour)  # keeps the call guard's thread pool (experimental_thread_pool)
         def observed(requests: Iterator, context: grpc.ServicerContext):
             record = CallRecord(rpc, client_identity(context))
             started = time.perf_counter()
@@ -164,6 +167,7 @@ class CallObserver(grpc.ServerInterceptor):
         return observed
 
     def _stream(self, rpc: str, behaviour: Callable) -> Callable:
+        @functools.wraps(behaviour)  # keeps the call guard's thread pool (experimental_thread_pool)
         def observed(requests: Iterator, context: grpc.ServicerContext) -> Iterator:
             record = CallRecord(rpc, client_identity(context))
             started = time.perf_counter()

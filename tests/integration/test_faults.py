@@ -131,13 +131,8 @@ def test_client_killed_mid_stream_frees_its_slot_and_the_server_goes_on(one_slot
             client.kill()
         client.communicate()
     assert response.decision == pb.VerifyResponse.MATCH
-    # No decision for the vanished client: only the record that its session was cancelled (written by
-    # its handler as it ends, which may be just after the slot was freed).
-    deadline = time.monotonic() + TIMEOUT
-    while not (vanished := [r["event"] for r in one_slot.audit_records() if r["request_id"] == "vanished"]):
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    assert vanished == ["cancelled"]
+    # No decision for the vanished client (at most the record that its session was cancelled).
+    assert set(r["event"] for r in one_slot.audit_records() if r["request_id"] == "vanished") <= {"cancelled"}
 
 
 class HeldVerifier:
