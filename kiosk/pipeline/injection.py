@@ -25,7 +25,7 @@ So a live face is a copy when its cosine to the ID photo is at least
 ``COPY_MIN_SIMILARITY`` and the aligned crops correlate at least
 ``COPY_MIN_CORRELATION``. The limits hold for the shipped embedder only: another
 embedder's cosines differ and need the measurement (tests/unit/test_injection.py
-pins the behaviour, the figures come from the measurement script in the closing note).
+pins the behaviour; ``python -m tests.bench.injection_measure`` reproduces the figures).
 """
 
 from __future__ import annotations
