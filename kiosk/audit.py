@@ -92,8 +92,9 @@ MIN_KEY_BYTES = 32
 # for an image or an embedding, which keeps the text fields from becoming a side channel.
 MAX_TEXT_CHARS = 256
 MAX_MODEL_VERSIONS = 16
-EVENTS = ("decision", "refused")
-DECISIONS = ("match", "no_match", "retry", "refused")
+# "cancelled": the client cancelled the call before its answer; no decision was given.
+EVENTS = ("decision", "refused", "cancelled")
+DECISIONS = ("match", "no_match", "retry", "refused", "cancelled")
 RECORD_KEYS = frozenset(
     {
         "seq",
@@ -186,7 +187,9 @@ class AuditRecord:
             raise ValueError(f"event must be one of {', '.join(EVENTS)}, got {self.event!r}")
         if self.decision not in DECISIONS:
             raise ValueError(f"decision must be one of {', '.join(DECISIONS)}, got {self.decision!r}")
-        if (self.event == "refused") != (self.decision == "refused"):
+        if (self.event in ("refused", "cancelled") or self.decision in ("refused", "cancelled")) and (
+            self.event != self.decision
+        ):
             raise ValueError(f"event {self.event!r} does not go with decision {self.decision!r}")
         similarity = _check_number("similarity", self.similarity, nullable=True)
         object.__setattr__(self, "similarity", None if similarity is None else round(similarity, 2))

@@ -59,6 +59,18 @@ class ConsentRequired(KioskError):
     status_code = "FAILED_PRECONDITION"
 
 
+class Cancelled(KioskError):
+    """The client cancelled the call (or went away): the work stops at the next stage."""
+
+    status_code = "CANCELLED"
+
+
+class ActiveSessionRequired(KioskError):
+    """The service takes only live sessions with active challenges from this caller."""
+
+    status_code = "FAILED_PRECONDITION"
+
+
 class Overloaded(KioskError):
     """Concurrency or rate limit reached; the client may retry later."""
 

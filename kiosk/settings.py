@@ -97,6 +97,46 @@ class ServiceSettings:
     # probes that cannot present a client certificate, e.g. Kubernetes' native gRPC
     # probes against a mutual-TLS service. It answers nothing but health.
     health_listen: str = ""
+    # Verify/VerifySession calls one client may have in flight at once, so one client
+    # cannot hold every slot. A client is its mutual-TLS certificate subject; on loopback
+    # and unix sockets (no certificate) each connection is a client of its own. Below
+    # max_concurrent_calls, so whatever one client does, a slot is left for another.
+    max_calls_per_client: int = 3
+    # Health checks, GetInfo and reflection calls in flight at once. They have worker
+    # threads of their own, so analysis calls can never starve them (a supervisor
+    # polling health sees a busy kiosk as busy, not dead); past this they are refused.
+    max_light_calls: int = 8
+    # Of those, how many one client may have in flight at once.
+    max_light_calls_per_client: int = 2
+    # Seconds a call may take to send its (first) request message: every kiosk client
+    # sends it with the call, so a call that sends headers and nothing more is cancelled
+    # after this instead of holding a worker thread and a slot.
+    first_message_timeout_s: float = 2.0
+    # Seconds a live session may go without a frame (a kiosk camera sends several a
+    # second); past it the session ends with DEADLINE_EXCEEDED.
+    frame_idle_timeout_s: float = 5.0
+    # Calls of every kind the service holds at once, including those being refused;
+    # past it gRPC itself answers RESOURCE_EXHAUSTED to everything, health included.
+    # Must be at least max_concurrent_calls + max_light_calls + 4.
+    max_open_calls: int = 256
+    # A connection is closed (after its calls finish) this many seconds after it opened
+    # (gRPC's max connection age, gRFC A9): whatever a client does, nothing it holds
+    # lives longer than this plus the grace below. Clients reconnect transparently.
+    max_connection_age_s: float = 300.0
+    # Seconds calls on an aged connection get to finish before it is closed under them;
+    # longer than session_deadline_s so an honest session is never cut.
+    max_connection_age_grace_s: float = 60.0
+    # How much of the similarity a remote caller (mutual TLS) is told: "exact", "rounded"
+    # (2 decimals, as the audit log records it) or "match_only" (rounded on a MATCH,
+    # none otherwise). Exact scores let a caller hill-climb a synthetic face towards the
+    # ID photo (Adler 2004; ISO/IEC 30136), so remote callers get rounded ones by default.
+    remote_similarity: str = "rounded"
+    # The same for local callers (unix socket, loopback): the kiosk's own screen.
+    local_similarity: str = "exact"
+    # Refuse Verify (still photos) from remote callers: only a live session with active
+    # challenges (VerifySession, liveness_challenge.enabled) shows that a person is
+    # present; a still sent over the network can be a digital copy or a replay.
+    require_active_session_remote: bool = False
 
 
 @dataclass(frozen=True)
@@ -227,6 +267,10 @@ class ModelSettings:
     eye_state: str = ""
     # The face-mesh model of the liveness challenges, chosen the same way.
     face_mesh: str = ""
+    # PEM Ed25519 public key that models.manifest's signature (manifest.toml.sig) must
+    # verify against; empty means the project's own key (the bundled models). Set it when
+    # a vendor ships a model bundle signed with its own key.
+    manifest_public_key: str = ""
 
     def resolved_dir(self) -> Path:
         return Path(self.dir) if self.dir else bundled_models_dir()

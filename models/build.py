@@ -41,7 +41,7 @@ import tfjs_to_onnx
 import tflite_to_onnx
 from kiosk.pipeline.detect import MtcnnDetector
 from kiosk.pipeline.landmarks import FaceMesh
-from kiosk.runtime.manifest import ModelEntry
+from kiosk.runtime.manifest import ModelEntry, sign_manifest
 from kiosk.settings import from_mapping
 
 MODELS_DIR = Path(__file__).resolve().parent
@@ -852,11 +852,18 @@ def main(argv: list[str] | None = None) -> int:
         "--faces", type=Path, default=DEFAULT_FACES_DIR,
         help=f"face photos for the numerical checks (default {DEFAULT_FACES_DIR})",
     )
+    parser.add_argument(
+        "--sign-key", type=Path,
+        help="PEM Ed25519 private key: sign the new manifest.toml (manifest.toml.sig), which the service "
+        "verifies at start-up; without it the old signature no longer matches a changed manifest",
+    )
     args = parser.parse_args(argv)
     try:
         if not args.check:
             build(MODELS_DIR, args.faces)
             print("built into", MODELS_DIR)
+            if args.sign_key:
+                print("signed:", sign_manifest(MODELS_DIR / "manifest.toml", args.sign_key))
             return 0
         with tempfile.TemporaryDirectory() as tmp:
             files = build(Path(tmp), args.faces)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from kiosk.errors import ConfigError, LowQuality, Undecidable
-from kiosk.pipeline import quality
+from kiosk.pipeline import injection, quality
 from kiosk.pipeline.align import align_face
 from kiosk.pipeline.decode import ImageLimits, decode_image
 from kiosk.pipeline.liveness import PASSIVE_CHECK, PresentationAttackSuspected
@@ -82,6 +82,8 @@ class AnalysedFace:
     passive_score: float | None = None
     # The challenge measures of the face, when a ``measure`` function was given.
     measures: object | None = None
+    # The aligned crop (held in the scratch), for the digital-copy check of live photos.
+    aligned: AlignedFace | None = None
 
 
 @dataclass(frozen=True)
@@ -153,7 +155,7 @@ def analyse_face(
             return CaptureProblem(finding, PresentationAttackSuspected(score), measures)
     with timer.stage("embed"):
         embedding = (keep or scratch).keep(models.embedder.embed(aligned))
-    return AnalysedFace(finding, embedding, score, measures)
+    return AnalysedFace(finding, embedding, score, measures, aligned)
 
 
 def assess_quality(
@@ -212,6 +214,8 @@ def refused_liveness(error: Undecidable) -> LivenessOutcome:
     """The liveness outcome of a verification that ended without a comparison."""
     if isinstance(error, PresentationAttackSuspected):
         return LivenessOutcome(LivenessStatus.FAILED, PASSIVE_CHECK, error.score)
+    if isinstance(error, injection.LivePhotoIsIdPhoto):
+        return LivenessOutcome(LivenessStatus.FAILED, injection.CHECK)
     # Something else stopped it before every live photo was checked.
     return LivenessOutcome(LivenessStatus.NOT_PERFORMED)
 

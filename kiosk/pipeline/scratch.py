@@ -7,9 +7,11 @@ import sys
 import time
 from collections import defaultdict
 from contextlib import contextmanager
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
+
+from kiosk.errors import Cancelled
 
 
 # Offset of the character data inside a CPython bytes object (header size of b"").
@@ -67,13 +69,21 @@ class Scratch:
 
 
 class StageTimer:
-    """Milliseconds spent per stage, summed over the images of one request."""
+    """Milliseconds spent per stage, summed over the images of one request.
 
-    def __init__(self) -> None:
+    Every stage of a request is entered here, so this is where a cancelled call is
+    abandoned: with ``cancelled`` (e.g. "the gRPC call is no longer active") a stage
+    that is about to start raises ``Cancelled`` instead, and no later stage runs.
+    """
+
+    def __init__(self, cancelled: Callable[[], bool] | None = None) -> None:
         self.ms: dict[str, float] = defaultdict(float)
+        self._cancelled = cancelled
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
+        if self._cancelled is not None and self._cancelled():
+            raise Cancelled(f"the client cancelled the call before stage {name}")
         start = time.perf_counter()
         try:
             yield

@@ -35,9 +35,10 @@ from kiosk.pipeline.analysis import (  # noqa: F401 (decide, refused_liveness: r
     passive_score_photo,
     refused_liveness,
 )
+from kiosk.pipeline import injection
 from kiosk.pipeline.compare import cosine_similarity, fuse_embeddings
 from kiosk.pipeline.scratch import Scratch, StageTimer
-from kiosk.pipeline.subject import ID_PHOTO_MARGIN, find_subject_face, scaled_for_detection  # noqa: F401
+from kiosk.pipeline.subject import ID_PHOTO_MARGIN, find_subject_face, scaled_for_detection  # noqa: F401 (re-exported)
 from kiosk.pipeline.types import (
     AlignedFace,
     BgrImage,
@@ -149,8 +150,13 @@ class Verifier:
         self.models.warm_up(self.profile.detector.min_face_px)
 
     def verify(
-        self, id_photo: bytes, live_photos: Sequence[bytes], target_fmr: float | None = None
+        self,
+        id_photo: bytes,
+        live_photos: Sequence[bytes],
+        target_fmr: float | None = None,
+        timer: StageTimer | None = None,
     ) -> Verification:
+        """``timer`` may carry a cancellation check, run as each stage starts (``StageTimer``)."""
         operating_point = self.operating_point(target_fmr)
         if not live_photos:
             raise InvalidRequest("at least one live photo is required")
@@ -158,7 +164,7 @@ class Verifier:
             raise InvalidRequest(
                 f"{len(live_photos)} live photos given, at most {self.settings.limits.max_live_photos} are accepted"
             )
-        timer = StageTimer()
+        timer = timer or StageTimer()
         findings: list[FaceFinding] = []
         photos = [(ImageRole.ID_PHOTO, 0, id_photo)] + [(ImageRole.LIVE_FRAME, i, p) for i, p in enumerate(live_photos)]
         with Scratch() as scratch:
@@ -178,6 +184,12 @@ class Verifier:
                     )
                 faces.append(result)
             reference, live = faces[0], faces[1:]
+            copy = copy_of_id_photo(reference, live)
+            if copy is not None:
+                return conclude(
+                    Decision.RETRY, copy.reason, None, operating_point, findings, self.model_versions, timer,
+                    copy.message, refused_liveness(copy),
+                )
             with timer.stage("compare"):
                 probe = scratch.keep(fuse_embeddings([face.embedding for face in live]))
                 similarity = cosine_similarity(reference.embedding, probe)
@@ -208,3 +220,12 @@ class Verifier:
 
     def min_face_px(self, image: BgrImage, floor_px: float) -> float:
         return self.rules.subject.min_face_px(image, floor_px)
+
+
+def copy_of_id_photo(reference: AnalysedFace, live: Sequence[AnalysedFace]) -> injection.LivePhotoIsIdPhoto | None:
+    """Why a live photo reproduces the ID photo (``kiosk.pipeline.injection``), or None when none does."""
+    for index, face in enumerate(live):
+        similarity = cosine_similarity(reference.embedding, face.embedding)
+        if injection.is_copy(similarity, injection.aligned_correlation(reference.aligned, face.aligned)):
+            return injection.LivePhotoIsIdPhoto(index)
+    return None

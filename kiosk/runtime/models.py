@@ -21,7 +21,7 @@ from kiosk.pipeline.embed import Embedder
 from kiosk.pipeline.eyes import EyeStateModel
 from kiosk.pipeline.landmarks import FaceMesh
 from kiosk.pipeline.liveness import PassiveLiveness
-from kiosk.runtime.manifest import Manifest, ModelEntry, load_manifest
+from kiosk.runtime.manifest import Manifest, ModelEntry, load_verified_manifest
 from kiosk.runtime.profile import HardwareProfile
 from kiosk.runtime.sessions import SessionFactory
 from kiosk.settings import ModelSettings, Settings
@@ -102,7 +102,8 @@ def load_models(settings: Settings, profile: HardwareProfile, roles: Iterable[st
         raise ConfigError(f"unknown model role(s) {', '.join(unknown)}; known: {', '.join(ROLES)}")
     chosen = settings.models
     models_dir = chosen.resolved_dir()
-    manifest = load_manifest(models_dir / chosen.manifest)
+    # Signature first: a model changed together with its manifest hash is refused here.
+    manifest = load_verified_manifest(models_dir / chosen.manifest, chosen.manifest_public_key)
     factory = SessionFactory(models_dir, manifest, profile.onnxruntime)
     wrappers: dict[str, Any] = {}
     entries: dict[str, ModelEntry] = {}

@@ -41,17 +41,17 @@ from kiosk.pipeline.verifier import Verifier
 from kiosk.receipts import DeviceSigner, Provenance, ReceiptIssuer, open_signer
 from kiosk.runtime.hardening import harden_process
 from kiosk.server.info import collect_info
-from kiosk.server.interceptors import CallGuard
+from kiosk.server.interceptors import CallGuard, CallLimits
 from kiosk.server.metrics import ServiceMetrics
 from kiosk.server.observe import CallObserver
-from kiosk.server.policy import ServicePolicy
+from kiosk.server.policy import SIMILARITY_DISCLOSURES, ServicePolicy
 from kiosk.server.probes import build_probe_server
 from kiosk.server.ratelimit import RateLimiter
 from kiosk.server.reflection import enable_server_reflection
 from kiosk.server.servicer import KioskServicer, VerifierSlot
 from kiosk.server.startup import bind_failure, check_startup
 from kiosk.server.wire import RequestDecoding
-from kiosk.settings import Settings, TlsSettings
+from kiosk.settings import ServiceSettings, Settings, TlsSettings
 from kiosk.v1 import kiosk_pb2, kiosk_pb2_grpc
 
 LOG = logging.getLogger("kiosk.server")
@@ -59,9 +59,15 @@ LOG = logging.getLogger("kiosk.server")
 SERVICE_NAME = kiosk_pb2.DESCRIPTOR.services_by_name["Kiosk"].full_name
 # Only these are bounded by max_concurrent_calls: they run the models.
 GUARDED_METHODS = frozenset(f"/{SERVICE_NAME}/{name}" for name in ("Verify", "VerifySession"))
-# Worker threads beyond max_concurrent_calls: health checks, GetInfo, reflection, and
-# excess calls, which must reach the interceptor to be refused with a clear message.
+SESSION_METHODS = frozenset({f"/{SERVICE_NAME}/VerifySession"})
+# Worker threads beyond the analysis and light calls' own: excess calls, which must
+# reach the interceptor to be refused with a clear message (in microseconds).
 THREAD_HEADROOM = 4
+# Server keepalive pings (gRFC A8): a client that vanished without closing its
+# connection (power cut, cable pulled) is noticed within about these 80 s and its
+# calls cancelled, instead of holding them until max connection age.
+KEEPALIVE_TIME_MS = 60_000
+KEEPALIVE_TIMEOUT_MS = 20_000
 # Group may connect (the kiosk app's user), others may not.
 UNIX_SOCKET_MODE = 0o660
 LOOPBACK_NAMES = frozenset({"localhost"})
@@ -141,6 +147,8 @@ def _check_service_settings(settings: Settings) -> list[Listener]:
         raise ConfigError(
             f"service.rate_limit_per_s must not be negative (0 = no limit), got {service.rate_limit_per_s}"
         )
+    _check_capacity_settings(service)
+    _check_disclosure_settings(settings)
     if service.rate_limit_per_s > 0 and service.rate_limit_burst < 1:
         raise ConfigError(f"service.rate_limit_burst must be at least 1, got {service.rate_limit_burst}")
     if not service.listen:
@@ -153,6 +161,83 @@ def _check_service_settings(settings: Settings) -> list[Listener]:
             "mutual TLS: set service.tls (server_cert, server_key, client_ca) or listen on loopback or unix:PATH"
         )
     return listeners
+
+
+# --------------------------------------------------------------------------- capacity (hostile clients)
+
+
+def _check_capacity_settings(service: ServiceSettings) -> None:
+    for name in (
+        "max_calls_per_client",
+        "max_light_calls",
+        "max_light_calls_per_client",
+        "first_message_timeout_s",
+        "frame_idle_timeout_s",
+        "max_connection_age_s",
+    ):
+        if getattr(service, name) <= 0:
+            raise ConfigError(f"service.{name} must be positive, got {getattr(service, name)}")
+    if service.max_connection_age_grace_s < 0:
+        raise ConfigError(f"service.max_connection_age_grace_s must not be negative, got {service.max_connection_age_grace_s}")
+    if service.max_open_calls < worker_threads(service):
+        raise ConfigError(
+            f"service.max_open_calls ({service.max_open_calls}) must be at least max_concurrent_calls + "
+            f"max_light_calls + {THREAD_HEADROOM} = {worker_threads(service)}"
+        )
+
+
+def _check_disclosure_settings(settings: Settings) -> None:
+    service = settings.service
+    for name in ("remote_similarity", "local_similarity"):
+        if getattr(service, name) not in SIMILARITY_DISCLOSURES:
+            raise ConfigError(
+                f"service.{name} must be one of {', '.join(SIMILARITY_DISCLOSURES)}, got {getattr(service, name)!r}"
+            )
+    if service.require_active_session_remote and not settings.liveness_challenge.enabled:
+        raise ConfigError(
+            "service.require_active_session_remote needs liveness_challenge.enabled: "
+            "without challenges no session is active"
+        )
+
+
+def worker_threads(service: ServiceSettings) -> int:
+    """gRPC worker threads: every analysis and light call gets one, plus room to refuse the excess."""
+    return service.max_concurrent_calls + service.max_light_calls + THREAD_HEADROOM
+
+
+def light_call_pool(service: ServiceSettings) -> futures.ThreadPoolExecutor:
+    """Worker threads of their own for health, GetInfo and reflection.
+
+    gRPC hands every call to a worker before any handler runs. With one pool, health
+    checks wait in its queue behind whatever analysis calls (and the refusals of excess
+    ones: a flood of them) are queued. gRPC runs a handler whose behaviour names an
+    ``experimental_thread_pool`` there instead (the call guard sets it on light calls),
+    so analysis traffic of any size cannot delay a health check.
+    """
+    return futures.ThreadPoolExecutor(max_workers=service.max_light_calls + THREAD_HEADROOM, thread_name_prefix="kiosk-light")
+
+
+def call_limits(service: ServiceSettings) -> CallLimits:
+    return CallLimits(
+        max_concurrent_calls=service.max_concurrent_calls,
+        max_calls_per_client=service.max_calls_per_client,
+        max_light_calls=service.max_light_calls,
+        max_light_calls_per_client=service.max_light_calls_per_client,
+        first_message_timeout_s=service.first_message_timeout_s,
+        call_deadline_s=service.call_deadline_s,
+        session_deadline_s=service.session_deadline_s,
+        stream_lifetime_s=service.max_connection_age_s + service.max_connection_age_grace_s,
+    )
+
+
+def connection_options(service: ServiceSettings) -> list[tuple[str, int]]:
+    """gRPC connection management (gRFC A9, A8): maximum age with a grace period, keepalive."""
+    return [
+        ("grpc.max_connection_age_ms", int(service.max_connection_age_s * 1000)),
+        ("grpc.max_connection_age_grace_ms", int(service.max_connection_age_grace_s * 1000)),
+        ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
+        ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+    ]
 
 
 def _metrics_listener(settings: Settings) -> Listener | None:
@@ -253,19 +338,26 @@ def build_server(
     service = settings.service
     socket_group = _unix_socket_gid(service.unix_socket_group)
     rates = RateLimiter(service.rate_limit_per_s, service.rate_limit_burst)
-    workers = service.max_concurrent_calls + THREAD_HEADROOM
     metrics = ServiceMetrics()
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kiosk-rpc"),
+        futures.ThreadPoolExecutor(
+            max_workers=service.max_concurrent_calls + THREAD_HEADROOM, thread_name_prefix="kiosk-rpc"
+        ),
         # The observer comes first, so it also logs and counts the calls CallGuard refuses.
         interceptors=[
             CallObserver(SERVICE_NAME, metrics),
-            CallGuard(service.max_concurrent_calls, GUARDED_METHODS, rates),
+            CallGuard(
+                call_limits(service),
+                GUARDED_METHODS,
+                rates,
+                session_methods=SESSION_METHODS,
+                light_pool=light_call_pool(service),
+            ),
             # Innermost, so every method's received bytes are wiped once parsed (kiosk.server.wire).
             RequestDecoding(f"/{SERVICE_NAME}/"),
         ],
         # Past this gRPC itself answers RESOURCE_EXHAUSTED instead of queueing without bound.
-        maximum_concurrent_rpcs=workers,
+        maximum_concurrent_rpcs=service.max_open_calls,
         options=[
             # service.max_message_bytes (default 8 MiB: an ID photo and five live JPEGs with room
             # to spare) bounds each message; larger ones get RESOURCE_EXHAUSTED from gRPC itself.
@@ -274,6 +366,7 @@ def build_server(
             # gRPC sets SO_REUSEPORT by default, which would let a second instance share the port silently.
             ("grpc.so_reuseport", 0),
             ("grpc.max_connection_idle_ms", CONNECTION_IDLE_MS),
+            *connection_options(service),
         ],
     )
     slot = VerifierSlot()

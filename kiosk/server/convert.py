@@ -67,6 +67,11 @@ _LIVENESS = {
 _LIVENESS_FROM_PROTO = {v: k for k, v in _LIVENESS.items()}
 # Server nonces are 16 hex digits; anything much longer is not an echo of one.
 MAX_NONCE_CHARS = 64
+# Frame times are milliseconds on the kiosk's clock (monotonic or since the epoch: about
+# 1.8e12 today). The largest integer a double holds exactly (JavaScript clients) leaves
+# room for every deadline the server derives from a timestamp (timestamp + a challenge
+# window) within int64, which a prompt's deadline_ms must fit on the way back.
+MAX_TIMESTAMP_MS = 2**53 - 1
 
 
 # --------------------------------------------------------------------------- requests
@@ -157,14 +162,19 @@ def frame_from_proto(message: pb.SessionRequest) -> Frame:
     nonce = frame.challenge_nonce
     if len(nonce) > MAX_NONCE_CHARS:
         raise InvalidRequest(f"challenge_nonce is {len(nonce)} characters; at most {MAX_NONCE_CHARS} are allowed")
+    timestamp_ms = frame.timestamp_ms
+    if not 0 <= timestamp_ms <= MAX_TIMESTAMP_MS:
+        raise InvalidRequest(
+            f"timestamp_ms must be between 0 and {MAX_TIMESTAMP_MS} (milliseconds), got {timestamp_ms}"
+        )
     if image == "encoded":
-        return Frame(frame.encoded, frame.timestamp_ms, challenge_nonce=nonce)
+        return Frame(frame.encoded, timestamp_ms, challenge_nonce=nonce)
     if image == "raw":
         pixel_format = _PIXEL_FORMATS_FROM_PROTO.get(frame.raw.pixel_format)
         if pixel_format is None:
             raise InvalidRequest("raw frame needs pixel_format BGR or NV12")
         raw = frame.raw
-        return Frame(raw.data, frame.timestamp_ms, pixel_format, raw.width, raw.height, challenge_nonce=nonce)
+        return Frame(raw.data, timestamp_ms, pixel_format, raw.width, raw.height, challenge_nonce=nonce)
     raise InvalidRequest("frame has no image (neither encoded nor raw)")
 
 
@@ -255,8 +265,19 @@ def receipt_from_proto(response: pb.VerifyResponse):
     return SignedReceipt(response.receipt, response.receipt_signature)
 
 
+def established(liveness: LivenessOutcome) -> int:
+    """What the liveness checks established: an active session, passive checks of stills, or nothing."""
+    if liveness.status is not LivenessStatus.PASSED:
+        return pb.LivenessOutcome.NOTHING
+    if liveness.challenges_passed:
+        return pb.LivenessOutcome.ACTIVE_SESSION
+    return pb.LivenessOutcome.PASSIVE_STILLS
+
+
 def _liveness_to_proto(liveness: LivenessOutcome) -> pb.LivenessOutcome:
-    message = pb.LivenessOutcome(status=_LIVENESS[liveness.status], failed_check=liveness.failed_check)
+    message = pb.LivenessOutcome(
+        status=_LIVENESS[liveness.status], failed_check=liveness.failed_check, established=established(liveness)
+    )
     if liveness.passive_score is not None:
         message.passive_score = liveness.passive_score
     return message

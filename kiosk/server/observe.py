@@ -10,6 +10,7 @@ and the back office poll health every few seconds, which would flood the journal
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -59,7 +60,7 @@ class CallRecord:
 
 
 class _SessionStartReader:
-    """Passes a session's request stream through, noting the request id of its start message."""
+    """Passes a request stream through, noting the request id of its first (Verify or start) message."""
 
     def __init__(self, requests: Iterator[pb.SessionRequest], record: CallRecord):
         self._requests = requests
@@ -73,7 +74,9 @@ class _SessionStartReader:
         message = next(self._requests)
         if self._first:
             self._first = False
-            if message.WhichOneof("kind") == "start":
+            if isinstance(message, pb.VerifyRequest):
+                self._record.note_request_id(message.request_id)
+            elif isinstance(message, pb.SessionRequest) and message.WhichOneof("kind") == "start":
                 self._record.note_request_id(message.start.request_id)
         return message
 
@@ -112,6 +115,13 @@ class CallObserver(grpc.ServerInterceptor):
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
+        if handler.stream_unary is not None:
+            # Verify and GetInfo as the call guard serves them: reading their one message itself.
+            return grpc.stream_unary_rpc_method_handler(
+                self._stream_unary(rpc, handler.stream_unary),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
         if handler.stream_stream is not None:
             return grpc.stream_stream_rpc_method_handler(
                 self._stream(rpc, handler.stream_stream),
@@ -121,6 +131,7 @@ class CallObserver(grpc.ServerInterceptor):
         return handler
 
     def _unary(self, rpc: str, behaviour: Callable) -> Callable:
+        @functools.wraps(behaviour)  # keeps the call guard's thread pool (experimental_thread_pool)
         def observed(request, context: grpc.ServicerContext):
             record = CallRecord(rpc, client_identity(context))
             if isinstance(request, pb.VerifyRequest):
@@ -138,7 +149,25 @@ class CallObserver(grpc.ServerInterceptor):
 
         return observed
 
+    def _stream_unary(self, rpc: str, behaviour: Callable) -> Callable:
+        @functools.wraps(behaviour)  # keeps the call guard's thread pool (experimental_thread_pool)
+        def observed(requests: Iterator, context: grpc.ServicerContext):
+            record = CallRecord(rpc, client_identity(context))
+            started = time.perf_counter()
+            ended = "UNKNOWN"  # what gRPC reports for an exception no one mapped
+            try:
+                response = behaviour(_SessionStartReader(requests, record), context)
+                ended = "OK"
+                if isinstance(response, pb.VerifyResponse):
+                    record.note_response(response)
+                return response
+            finally:
+                self._finish(record, context, started, ended)
+
+        return observed
+
     def _stream(self, rpc: str, behaviour: Callable) -> Callable:
+        @functools.wraps(behaviour)  # keeps the call guard's thread pool (experimental_thread_pool)
         def observed(requests: Iterator, context: grpc.ServicerContext) -> Iterator:
             record = CallRecord(rpc, client_identity(context))
             started = time.perf_counter()

@@ -7,11 +7,12 @@ gets INTERNAL instead of an unrecorded decision.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from kiosk.audit import AuditLog, AuditRecord
-from kiosk.errors import ConsentRequired
-from kiosk.pipeline.types import LivenessOutcome, LivenessStatus, Verification
+from kiosk.errors import ActiveSessionRequired, ConsentRequired
+from kiosk.pipeline.types import Decision, LivenessOutcome, LivenessStatus, Verification
 from kiosk.server.calls import CallMeta
 from kiosk.settings import Settings
 
@@ -21,6 +22,12 @@ LIVENESS_NOT_PERFORMED = LivenessStatus.NOT_PERFORMED.value
 MAX_QUOTED_CHARS = 64
 
 
+# How much of the similarity a caller is told (ServiceSettings.remote_similarity, local_similarity).
+SIMILARITY_DISCLOSURES = ("exact", "rounded", "match_only")
+# Decimals of a rounded similarity: as the audit log records it.
+SIMILARITY_DECIMALS = 2
+
+
 @dataclass(frozen=True)
 class Caller:
     """Who made a call, for the audit trail."""
@@ -28,6 +35,23 @@ class Caller:
     # Client certificate subject under mutual TLS, "local" on a plain local listener.
     identity: str
     device_id: str
+    # Reached the service over mutual TLS (from the network), not the kiosk's own screen.
+    remote: bool = False
+
+
+def disclosed(verification: Verification, disclosure: str) -> Verification:
+    """The verification as a caller may see it: the similarity exact, rounded, or only on a MATCH.
+
+    An exact score on every answer is an oracle: a caller can adjust a synthetic face
+    until the score climbs past the threshold (Adler 2004). Rounding to 2 decimals
+    flattens the slope it climbs; ``match_only`` leaves nothing to climb on a non-match.
+    """
+    similarity = verification.similarity
+    if similarity is None or disclosure == "exact":
+        return verification
+    if disclosure == "match_only" and verification.decision is not Decision.MATCH:
+        return dataclasses.replace(verification, similarity=None)
+    return dataclasses.replace(verification, similarity=round(similarity, SIMILARITY_DECIMALS))
 
 
 def audit_liveness(outcome: LivenessOutcome) -> str:
@@ -41,10 +65,25 @@ class ServicePolicy:
     def __init__(self, settings: Settings, audit: AuditLog | None):
         self.accepted_versions = settings.consent.accepted_versions
         self.default_device_id = settings.service.device_id
+        self.remote_similarity = settings.service.remote_similarity
+        self.local_similarity = settings.service.local_similarity
+        self.require_active_session_remote = settings.service.require_active_session_remote
         self.audit = audit
 
-    def caller(self, identity: str, meta: CallMeta) -> Caller:
-        return Caller(identity, meta.device_id or self.default_device_id)
+    def caller(self, identity: str, meta: CallMeta, remote: bool = False) -> Caller:
+        return Caller(identity, meta.device_id or self.default_device_id, remote)
+
+    def for_caller(self, caller: Caller, verification: Verification) -> Verification:
+        """What of ``verification`` this caller is told (the audit keeps its own record)."""
+        return disclosed(verification, self.remote_similarity if caller.remote else self.local_similarity)
+
+    def admit_stills(self, caller: Caller) -> None:
+        """Raise ``ActiveSessionRequired`` for a Verify (still photos) the settings do not take from this caller."""
+        if caller.remote and self.require_active_session_remote:
+            raise ActiveSessionRequired(
+                "this service verifies remote callers only in a live session with challenges (VerifySession): "
+                "a still photo sent over the network cannot show that a person is present"
+            )
 
     def admit(self, caller: Caller, meta: CallMeta, model_versions: dict[str, str]) -> None:
         """Raise ``ConsentRequired`` (after auditing the refusal) unless consent is valid."""
@@ -76,6 +115,24 @@ class ServicePolicy:
                 liveness=LIVENESS_NOT_PERFORMED,
             )
         raise ConsentRequired(message)
+
+    def record_cancelled(self, caller: Caller, meta: CallMeta, model_versions: dict[str, str]) -> None:
+        """Audit a call the client cancelled before its answer: no decision was given, so none is recorded."""
+        if self.audit is None:
+            return
+        self.audit.append(
+            request_id=meta.request_id,
+            client_identity=caller.identity,
+            device_id=caller.device_id,
+            event="cancelled",
+            decision="cancelled",
+            reason="client_cancelled",
+            threshold=None,
+            target_fmr=meta.target_fmr,
+            model_versions=model_versions,
+            consent_version=meta.consent.text_version,
+            liveness=LIVENESS_NOT_PERFORMED,
+        )
 
     def record(self, caller: Caller, meta: CallMeta, verification: Verification) -> str:
         """Append the decision to the audit log; its audit id, or "" without a log."""

@@ -11,11 +11,12 @@ until gRPC drops the message; glibc overwrites it then (``kiosk.runtime.hardenin
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import grpc
 
-from kiosk.errors import InvalidRequest
-from kiosk.pipeline.scratch import Scratch
+from kiosk.errors import Cancelled, InvalidRequest
+from kiosk.pipeline.scratch import Scratch, StageTimer
 from kiosk.pipeline.session import LiveSession, open_session
 from kiosk.pipeline.verifier import Verifier
 from kiosk.receipts import ReceiptIssuer, SignedReceipt
@@ -85,14 +86,27 @@ class KioskServicer(kiosk_pb2_grpc.KioskServicer):
             call = convert.verify_call_from_proto(request, self.settings.limits.max_live_photos)
             for photo in (call.id_photo, *call.live_photos):
                 payloads.keep_payload(photo)
-            caller = self.policy.caller(client_identity(context), call.meta)
+            caller = self._caller(context, call.meta)
+            self.policy.admit_stills(caller)
             self.policy.admit(caller, call.meta, verifier.model_versions)
             deadline.check("before analysis")
-            verification = verifier.verify(call.id_photo, call.live_photos, call.meta.target_fmr)
-            # The pipeline cannot be interrupted midway; an answer past the deadline is not given.
+            # Checked as each stage starts: a call the client cancelled stops there.
+            timer = StageTimer(cancelled=lambda: not context.is_active())
+            try:
+                verification = verifier.verify(call.id_photo, call.live_photos, call.meta.target_fmr, timer=timer)
+                if not context.is_active():
+                    raise Cancelled("the client cancelled the call during its last stage")
+            except Cancelled:
+                # A call whose deadline passed is no longer active either: that is not a cancellation.
+                deadline.check("during analysis")
+                self.policy.record_cancelled(caller, call.meta, verifier.model_versions)
+                raise
+            # A stage cannot be interrupted midway; an answer past the deadline is not given.
             deadline.check("during analysis")
             audit_id, receipt = self._record("Verify", caller, call.meta, verification)
-            return convert.verification_to_proto(verification, call.meta.request_id, audit_id, receipt)
+            return convert.verification_to_proto(
+                self.policy.for_caller(caller, verification), call.meta.request_id, audit_id, receipt
+            )
 
     def VerifySession(
         self, requests: Iterator[pb.SessionRequest], context: grpc.ServicerContext
@@ -102,9 +116,11 @@ class KioskServicer(kiosk_pb2_grpc.KioskServicer):
             deadline = CallDeadline.start(context, self.settings.service.session_deadline_s)
             with StreamReader(requests) as reader:
                 caller, meta, session = self._open_session(verifier, reader, deadline, context)
-                with session:
+                with session, self._audit_cancellation(caller, meta, verifier):
                     while not session.done:
-                        message = reader.read(deadline, f"frame {session.frames_seen}")
+                        message = reader.read(
+                            deadline, f"frame {session.frames_seen}", self.settings.service.frame_idle_timeout_s
+                        )
                         if message is None:
                             raise InvalidRequest(
                                 f"the session ended after {session.frames_seen} frame(s), before a decision: "
@@ -118,8 +134,10 @@ class KioskServicer(kiosk_pb2_grpc.KioskServicer):
                         deadline.check(f"analysing frame {result.frame_index}")
                         yield from convert.frame_events(result)
                     verification = session.verification
+                    if not context.is_active():
+                        raise Cancelled("the client cancelled the session before its decision")
                     audit_id, receipt = self._record("VerifySession", caller, meta, verification)
-            yield convert.decision_event(verification, meta.request_id, audit_id, receipt)
+            yield convert.decision_event(self.policy.for_caller(caller, verification), meta.request_id, audit_id, receipt)
 
     def _open_session(
         self, verifier: Verifier, reader: StreamReader, deadline: CallDeadline, context: grpc.ServicerContext
@@ -129,11 +147,13 @@ class KioskServicer(kiosk_pb2_grpc.KioskServicer):
         A separate function so the start message and its ID photo are dropped as soon
         as the session holds what it needs.
         """
-        opening = convert.session_opening_from_proto(reader.read(deadline, "the start message"))
+        opening = convert.session_opening_from_proto(
+            reader.read(deadline, "the start message", self.settings.service.first_message_timeout_s)
+        )
         # The session keeps what it derives from the ID photo, not the encoded photo: this copy is zeroed here.
         with Scratch() as payload:
             payload.keep_payload(opening.id_photo)
-            caller = self.policy.caller(client_identity(context), opening.meta)
+            caller = self._caller(context, opening.meta)
             self.policy.admit(caller, opening.meta, verifier.model_versions)
             session = open_session(
                 verifier,
@@ -143,6 +163,21 @@ class KioskServicer(kiosk_pb2_grpc.KioskServicer):
                 wipe_payload=True,
             )
         return caller, opening.meta, session
+
+    @contextmanager
+    def _audit_cancellation(self, caller: Caller, meta: CallMeta, verifier: Verifier) -> Iterator[None]:
+        """A session the client cancels after it opened is audited as cancelled (it got no decision)."""
+        try:
+            yield
+        except (Cancelled, status.ClientCancelled, GeneratorExit):
+            # GeneratorExit: gRPC dropped the stream of a cancelled call at one of its events.
+            self.policy.record_cancelled(caller, meta, verifier.model_versions)
+            raise
+
+    def _caller(self, context: grpc.ServicerContext, meta: CallMeta) -> Caller:
+        identity = client_identity(context)
+        # Only a mutual-TLS listener gives an identity other than "local": such a caller is remote.
+        return self.policy.caller(identity, meta, remote=identity != LOCAL_IDENTITY)
 
     def GetInfo(self, request: pb.InfoRequest, context: grpc.ServicerContext) -> pb.InfoResponse:
         with status.mapped_errors(context, "GetInfo"):

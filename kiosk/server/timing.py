@@ -94,20 +94,24 @@ class StreamReader(Generic[T]):
                 self._results.put(e)
                 return
 
-    def read(self, deadline: CallDeadline, waiting_for: str) -> T | None:
+    def read(self, deadline: CallDeadline, waiting_for: str, idle_s: float | None = None) -> T | None:
         """The next message, or None once the client has half-closed the stream.
 
-        Raises ``DeadlineExceeded`` if nothing arrives before ``deadline`` and
-        ``ClientCancelled`` if the client cancelled the call.
+        Raises ``DeadlineExceeded`` if nothing arrives before ``deadline`` or within
+        ``idle_s`` seconds, and ``ClientCancelled`` if the client cancelled the call.
         """
         if self._ended:
             return None
         if not self._pending:
             self._wanted.put(True)
             self._pending = True
+        remaining = deadline.remaining()
+        idle = idle_s is not None and idle_s < remaining
         try:
-            result = self._results.get(timeout=deadline.remaining())
+            result = self._results.get(timeout=idle_s if idle else remaining)
         except queue.Empty:
+            if idle:
+                raise DeadlineExceeded(f"nothing received for {idle_s:g} s while waiting for {waiting_for}") from None
             raise DeadlineExceeded(
                 f"the call ran past its {deadline.budget_s:g} s deadline waiting for {waiting_for}"
             ) from None

@@ -138,7 +138,7 @@ class QualityCheck(_message.Message):
     def __init__(self, check: _Optional[str] = ..., value: _Optional[float] = ..., limit: _Optional[float] = ..., passed: _Optional[bool] = ..., code: _Optional[str] = ...) -> None: ...
 
 class LivenessOutcome(_message.Message):
-    __slots__ = ("status", "failed_check", "passive_score")
+    __slots__ = ("status", "failed_check", "passive_score", "established")
     class Status(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         STATUS_UNSPECIFIED: _ClassVar[LivenessOutcome.Status]
@@ -149,13 +149,25 @@ class LivenessOutcome(_message.Message):
     NOT_PERFORMED: LivenessOutcome.Status
     PASSED: LivenessOutcome.Status
     FAILED: LivenessOutcome.Status
+    class Established(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        ESTABLISHED_UNSPECIFIED: _ClassVar[LivenessOutcome.Established]
+        NOTHING: _ClassVar[LivenessOutcome.Established]
+        PASSIVE_STILLS: _ClassVar[LivenessOutcome.Established]
+        ACTIVE_SESSION: _ClassVar[LivenessOutcome.Established]
+    ESTABLISHED_UNSPECIFIED: LivenessOutcome.Established
+    NOTHING: LivenessOutcome.Established
+    PASSIVE_STILLS: LivenessOutcome.Established
+    ACTIVE_SESSION: LivenessOutcome.Established
     STATUS_FIELD_NUMBER: _ClassVar[int]
     FAILED_CHECK_FIELD_NUMBER: _ClassVar[int]
     PASSIVE_SCORE_FIELD_NUMBER: _ClassVar[int]
+    ESTABLISHED_FIELD_NUMBER: _ClassVar[int]
     status: LivenessOutcome.Status
     failed_check: str
     passive_score: float
-    def __init__(self, status: _Optional[_Union[LivenessOutcome.Status, str]] = ..., failed_check: _Optional[str] = ..., passive_score: _Optional[float] = ...) -> None: ...
+    established: LivenessOutcome.Established
+    def __init__(self, status: _Optional[_Union[LivenessOutcome.Status, str]] = ..., failed_check: _Optional[str] = ..., passive_score: _Optional[float] = ..., established: _Optional[_Union[LivenessOutcome.Established, str]] = ...) -> None: ...
 
 class SessionRequest(_message.Message):
     __slots__ = ("start", "frame")

@@ -94,7 +94,7 @@ class HeldVerifier(DelegatingVerifier):
 
 
 class BrokenVerifier(DelegatingVerifier):
-    def verify(self, id_photo, live_photos, target_fmr=None):
+    def verify(self, id_photo, live_photos, target_fmr=None, timer=None):
         raise RuntimeError(f"bug while holding {id_photo[:4].hex()}")
 
 
