@@ -39,6 +39,10 @@ RETRY_REASONS: dict[str, tuple[str, str]] = {
         "a live session's liveness check failed; liveness.failed_check names it",
         "Please start again and follow the instructions on the screen.",
     ),
+    "live_frame_is_id_photo": (
+        "a live photo reproduces the ID photo (a digital copy, not a camera capture); liveness.failed_check is id_photo_copy",
+        "Please look at the camera: the photo must be taken now.",
+    ),
 }
 
 # GuidanceItem.code (live sessions) and QualityCheck.code: code -> (meaning, screen text).
@@ -91,6 +95,10 @@ FAILED_CHECKS: dict[str, tuple[str, str]] = {
     "passive": (
         "the passive liveness model scored a frame as a photo, screen or mask",
         "Please retry with a member of staff present.",
+    ),
+    "id_photo_copy": (
+        "a live photo reproduces the ID photo (resampled, re-encoded or cropped copy)",
+        "Please look at the camera: the photo must be taken now.",
     ),
 }
 

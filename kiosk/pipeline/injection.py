@@ -47,7 +47,7 @@ BLUR_SIGMA_PX = 2.0
 FACE_ROWS = (1 / 7, 13 / 14)
 FACE_COLUMNS = (1 / 7, 6 / 7)
 
-REASON = "live_photo_is_id_photo"
+REASON = "live_frame_is_id_photo"
 CHECK = "id_photo_copy"
 
 

@@ -452,11 +452,11 @@ def test_an_upscaled_copy_of_the_chip_photo_is_never_a_match(kiosk, verifier, fa
         assert response.decision == pb.VerifyResponse.RETRY, (name, response.decision, response.similarity)
         assert response.liveness.status == pb.LivenessOutcome.FAILED
         if response.retry_reason != "presentation_attack_suspected":
-            assert (response.retry_reason, response.liveness.failed_check) == ("live_photo_is_id_photo", "id_photo_copy")
+            assert (response.retry_reason, response.liveness.failed_check) == ("live_frame_is_id_photo", "id_photo_copy")
     # The card holder's own capture from another moment is compared as usual, never called a copy.
     live = captures[-1].read_bytes()
     response = stub.Verify(pb.VerifyRequest(id_photo=chip, live_photos=[live], consent=_consent()), timeout=TIMEOUT)
-    assert response.retry_reason != "live_photo_is_id_photo"
+    assert response.retry_reason != "live_frame_is_id_photo"
 
 
 # --------------------------------------------------------------------------- what a caller is told
