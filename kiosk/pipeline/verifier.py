@@ -25,7 +25,7 @@ from kiosk.pipeline import quality
 from kiosk.pipeline.align import align_face
 from kiosk.pipeline.compare import cosine_similarity, fuse_embeddings
 from kiosk.pipeline.decode import ImageLimits, decode_image
-from kiosk.pipeline.detect import MtcnnDetector, MtcnnThresholds, dominant_face
+from kiosk.pipeline.detect import MtcnnDetector, MtcnnThresholds, SubjectRule, dominant_face
 from kiosk.pipeline.embed import Embedder
 from kiosk.pipeline.eyes import EyeStateModel
 from kiosk.pipeline.landmarks import FaceMesh
@@ -335,16 +335,21 @@ class Verifier:
             margin = round(ID_PHOTO_MARGIN * max(height, width))
             padded = scratch.keep(cv2.copyMakeBorder(image, margin, margin, margin, margin, cv2.BORDER_REPLICATE))
             min_face = self.min_face_px(image, self.settings.quality.id_photo_min_face_px)
-            faces = self.detector.detect(padded, min_face)
+            rule = SubjectRule(role, width, height, -margin, 1.0)
+            faces = self.detector.detect(padded, min_face, subject_rule=rule)
             if not faces:
                 relaxed = self.settings.quality.id_photo_retry_threshold
-                faces = self.detector.detect(padded, min_face, MtcnnThresholds(relaxed, relaxed, relaxed))
+                faces = self.detector.detect(padded, min_face, MtcnnThresholds(relaxed, relaxed, relaxed), subject_rule=rule)
             faces = [shift_detection(f, -margin, 1.0) for f in faces]
         else:
             small, scale = scaled_for_detection(image, self.profile.detector.max_input_side)
             if small is not image:
                 scratch.keep(small)
-            faces = self.detector.detect(small, self.min_face_px(image, self.profile.detector.min_face_px) * scale)
+            faces = self.detector.detect(
+                small,
+                self.min_face_px(image, self.profile.detector.min_face_px) * scale,
+                subject_rule=SubjectRule(role, width, height, 0.0, scale),
+            )
             faces = [shift_detection(f, 0, scale) for f in faces]
         return dominant_face(faces, width, height, role)
 
