@@ -41,6 +41,7 @@ from kiosk.pipeline.decode import decode_image, decode_raw_frame
 from kiosk.pipeline.landmarks import FaceMesh
 from kiosk.pipeline.liveness import PASSIVE_CHECK, PresentationAttackSuspected
 from kiosk.pipeline.scratch import Scratch, StageTimer
+from kiosk.pipeline.tracking import FaceTracker
 from kiosk.pipeline.types import (
     BgrImage,
     Decision,
@@ -176,6 +177,8 @@ class LiveSession:
         self.passed_challenges: list[str] = []
         # P(live) of each usable frame; the session reports the lowest.
         self.passive_scores: list[float] = []
+        # Window detection around the face, a full scan every few frames (tracking.py).
+        self.tracker = FaceTracker()
         self.measurer: LandmarkMeasurer | None = None
         if challenges.enabled:
             if measurer is None:
@@ -236,7 +239,9 @@ class LiveSession:
         run = self.challenge_run
         with self.timer.stage("detect"):
             try:
-                face = self.verifier.subject_face(self.scratch, image, ImageRole.LIVE_FRAME)
+                face = self.tracker.locate(
+                    image, lambda pixels: self.verifier.subject_face(self.scratch, pixels, ImageRole.LIVE_FRAME)
+                )
             except Undecidable as e:
                 self.findings.append(FaceFinding(ImageRole.LIVE_FRAME, index, face_found=False))
                 if run is not None and run.prompted and isinstance(e, MultipleFaces):
