@@ -29,10 +29,12 @@ from kiosk.runtime.manifest import ModelEntry
 
 PNET_CELL = 12
 PNET_STRIDE = 2
-# The largest final face (side of the o-net box, sqrt(w*h)) that a p-net window of one
-# pyramid level leads to, as a multiple of the window's side: measured on the shared
-# photos (models/README.md "Speed"), with a safety margin. A level whose windows times
-# this are below ``SubjectRule.floor_px`` cannot produce a face that matters.
+# How large a face (side of the o-net box, sqrt(w*h)) one pyramid level still decides,
+# as a multiple of its p-net window: a level whose window times this is below
+# ``SubjectRule.floor_px`` is not run. Measured on 300 shared photos of every subset, ID
+# and live paths (models/README.md "Speed"): at 3 every subject and every refusal was
+# bit-identical to the whole pyramid's; at 2, 14 of 598 subjects moved (embedding cosine
+# down to 0.966) because their best o-net box came from a finer level.
 MAX_FACE_PER_WINDOW = 3.0
 # Candidate boxes: (K, 9) float64 rows of x1, y1, x2, y2, score, dx1, dy1, dx2, dy2.
 Candidates = np.ndarray
@@ -139,6 +141,17 @@ def crop_batch(image: BgrImage, boxes: Candidates, size: int) -> np.ndarray:
     return batch
 
 
+def refined(
+    boxes: Candidates, probability: np.ndarray, regression: np.ndarray, threshold: float
+) -> tuple[Candidates, np.ndarray]:
+    """After r-net: boxes above ``threshold``, suppressed, regressed and squared, with their rows in ``boxes``."""
+    keep = np.flatnonzero(probability > threshold)
+    survivors = boxes[keep].copy()
+    survivors[:, 4] = probability[keep]
+    picked = nms(survivors, 0.7)
+    return squared(apply_regression(survivors[picked], regression[keep][picked])), keep[picked]
+
+
 class MtcnnDetector:
     def __init__(
         self,
@@ -186,6 +199,22 @@ class MtcnnDetector:
             return cascade.faces()
         finally:
             cascade.wipe()
+
+    def _proposals(self, image: BgrImage, min_face_px: float, thresholds: MtcnnThresholds) -> Candidates:
+        """r-net's input boxes for the whole pyramid (the benchmarks and tools time the nets on them)."""
+        cascade = _Cascade(self, image, thresholds)
+        for level, scale in enumerate(pyramid_scales(*image.shape[:2], min_face_px, thresholds.pyramid_factor)):
+            cascade.add_level(level, scale)
+        return cascade.proposals()[0]
+
+    def _refine(self, image: BgrImage, boxes: Candidates, thresholds: MtcnnThresholds) -> Candidates:
+        """o-net's input boxes: r-net on ``boxes``, thresholded, suppressed, regressed, squared."""
+        crops = crop_batch(image, boxes, 24)
+        try:
+            probability, regression = self.rnet.run(crops)
+        finally:
+            crops.fill(0)
+        return refined(boxes, probability[:, 1], regression, thresholds.rnet)[0]
 
     def _pnet_maps(self, level: BgrImage) -> tuple[np.ndarray, np.ndarray]:
         """Regression (H', W', 4) and face probability (H', W') in image orientation."""
@@ -254,26 +283,25 @@ class _Cascade:
             self._faces = self._evaluate()
         return self._faces
 
-    def _evaluate(self) -> list[FaceDetection]:
+    def proposals(self) -> tuple[Candidates, list[tuple[int, int]]]:
+        """r-net's input boxes (p-net candidates of every level so far, regressed and squared) and their ids."""
         if not self.levels:
-            return []
+            return np.empty((0, 9)), []
         order = sorted(self.levels)  # fine to coarse, as a whole-pyramid run concatenates them
         boxes = np.concatenate([self.levels[level] for level in order])
         ids = [(level, row) for level in order for row in range(len(self.levels[level]))]
         kept = nms(boxes, 0.7)
-        boxes = squared(apply_regression(boxes[kept], boxes[kept, 5:9], plus_one=False))
-        ids = [ids[k] for k in kept]
+        return squared(apply_regression(boxes[kept], boxes[kept, 5:9], plus_one=False)), [ids[k] for k in kept]
+
+    def _evaluate(self) -> list[FaceDetection]:
+        boxes, ids = self.proposals()
+        if len(boxes) == 0:
+            return []
         # r-net on every candidate it has not seen yet.
         self._run_missing(self.rnet, ids, boxes, 24, self.detector.rnet, self._store_rnet)
         probability = np.array([self.rnet[i][0] for i in ids], dtype=np.float32)
         regression = np.array([self.rnet[i][1] for i in ids], dtype=np.float32).reshape(-1, 4)
-        keep = probability > self.thresholds.rnet
-        boxes = boxes[keep].copy()
-        boxes[:, 4] = probability[keep]
-        regression = regression[keep]
-        ids = [i for i, k in zip(ids, keep) if k]
-        picked = nms(boxes, 0.7)
-        boxes = squared(apply_regression(boxes[picked], regression[picked]))
+        boxes, picked = refined(boxes, probability, regression, self.thresholds.rnet)
         ids = [ids[k] for k in picked]
         if len(boxes) == 0:
             return []
