@@ -71,6 +71,11 @@ def pyramid_scales(height: int, width: int, min_face_px: float, factor: float) -
     return scales
 
 
+# Up to this many boxes NMS compares all pairs at once (a K x K matrix, 2.6 MB of float64
+# at the limit); beyond it, the row-at-a-time loop bounds the memory.
+NMS_MATRIX_MAX = 400
+
+
 def nms(boxes: Candidates, overlap: float, mode: str = "union") -> np.ndarray:
     """Indices of boxes kept by greedy non-maximum suppression, best score first."""
     if len(boxes) == 0:
@@ -78,6 +83,8 @@ def nms(boxes: Candidates, overlap: float, mode: str = "union") -> np.ndarray:
     x1, y1, x2, y2, score = boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3], boxes[:, 4]
     area = (x2 - x1 + 1) * (y2 - y1 + 1)
     order = np.argsort(score)[::-1]
+    if len(boxes) <= NMS_MATRIX_MAX:
+        return order[_greedy(_overlaps(x1[order], y1[order], x2[order], y2[order], area[order], mode), overlap)]
     keep = []
     while order.size:
         i = order[0]
@@ -91,6 +98,29 @@ def nms(boxes: Candidates, overlap: float, mode: str = "union") -> np.ndarray:
         else:
             ratio = inter / (area[i] + area[rest] - inter)
         order = rest[ratio <= overlap]
+    return np.asarray(keep, dtype=np.int64)
+
+
+def _overlaps(x1, y1, x2, y2, area, mode: str) -> np.ndarray:
+    """(K, K) overlap of every pair, the same arithmetic as the loop (so the same decisions)."""
+    w = np.maximum(0.0, np.minimum(x2[:, None], x2[None, :]) - np.maximum(x1[:, None], x1[None, :]) + 1)
+    h = np.maximum(0.0, np.minimum(y2[:, None], y2[None, :]) - np.maximum(y1[:, None], y1[None, :]) + 1)
+    inter = w * h
+    if mode == "min":
+        return inter / np.minimum(area[:, None], area[None, :])
+    return inter / (area[:, None] + area[None, :] - inter)
+
+
+def _greedy(ratio: np.ndarray, overlap: float) -> np.ndarray:
+    """Rows (in score order) kept when each kept row removes the later rows it overlaps too much."""
+    # "Not <= overlap" rather than "> overlap": a NaN ratio suppresses, as in the loop.
+    suppresses = ~(ratio <= overlap)
+    alive = np.ones(len(ratio), dtype=bool)
+    keep = []
+    for i in range(len(ratio)):
+        if alive[i]:
+            keep.append(i)
+            alive &= ~suppresses[i]
     return np.asarray(keep, dtype=np.int64)
 
 

@@ -138,3 +138,21 @@ def test_large_face_stops_before_the_finest_level(verifier, faces):
     assert found and len(levels) < total
     # The finest level (the largest copy of the frame) is the one skipped first.
     assert max(shape[0] * shape[1] for shape in levels) < small.shape[0] * small.shape[1] * (12 / min_face) ** 2
+
+
+@pytest.mark.parametrize("mode, overlap", [("union", 0.5), ("union", 0.7), ("min", 0.7)])
+def test_matrix_nms_keeps_what_the_loop_keeps(monkeypatch, mode, overlap):
+    import kiosk.pipeline.detect as detect
+
+    rng = np.random.default_rng(7)
+    for _ in range(200):
+        k = int(rng.integers(1, 120))
+        corner = np.round(rng.uniform(0, 200, (k, 2)))
+        side = np.round(rng.uniform(5, 80, (k, 1)) * rng.uniform(0.8, 1.2, (k, 2)))
+        score = np.round(rng.uniform(0.5, 1, (k, 1)), 2)  # ties included
+        boxes = np.hstack([corner, corner + side, score])
+        matrix = detect.nms(boxes, overlap, mode)
+        monkeypatch.setattr(detect, "NMS_MATRIX_MAX", 0)
+        loop = detect.nms(boxes, overlap, mode)
+        monkeypatch.undo()
+        assert np.array_equal(matrix, loop)
