@@ -26,13 +26,13 @@ from kiosk.pipeline.types import BgrImage, Box, FaceDetection
 
 @dataclass(frozen=True)
 class TrackingSettings:
-    # Window side as a multiple of the tracked box's longer side (centred on the box).
+    # Window width and height as multiples of the tracked box's (centred on the box).
     window_factor: float = 2.0
     # A full-frame scan at least every this many frames: the bound on how many frames a
     # second person outside the window can go unseen.
     full_scan_every: int = 4
     # Windows covering more than this share of the frame save too little: scan whole.
-    max_window_share: float = 0.6
+    max_window_share: float = 0.75
 
 
 @dataclass(frozen=True)
@@ -63,10 +63,10 @@ class FaceTracker:
         box = self.last_box
         if box is None or self.since_full_scan + 1 >= self.settings.full_scan_every:
             return None
-        side = self.settings.window_factor * max(box.width, box.height)
+        half_w, half_h = self.settings.window_factor * box.width / 2, self.settings.window_factor * box.height / 2
         cx, cy = box.x + box.width / 2, box.y + box.height / 2
-        x0, y0 = max(0, int(np.floor(cx - side / 2))), max(0, int(np.floor(cy - side / 2)))
-        x1, y1 = min(width, int(np.ceil(cx + side / 2))), min(height, int(np.ceil(cy + side / 2)))
+        x0, y0 = max(0, int(np.floor(cx - half_w))), max(0, int(np.floor(cy - half_h)))
+        x1, y1 = min(width, int(np.ceil(cx + half_w))), min(height, int(np.ceil(cy + half_h)))
         if x1 <= x0 or y1 <= y0 or (x1 - x0) * (y1 - y0) > self.settings.max_window_share * width * height:
             return None
         return Region(x0, y0, x1, y1)
