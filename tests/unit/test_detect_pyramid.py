@@ -117,7 +117,8 @@ def test_real_photos_get_the_whole_pyramids_decision(verifier, faces):
 
 def test_large_face_stops_before_the_finest_level(verifier, faces):
     """A selfie's face ends the pyramid early: the rule does skip work, not only promise to."""
-    image = decode_image((faces / "phone_selfie_live__05b89f74" / "selfie_live_selfie.jpg").read_bytes(), verifier.image_limits)
+    selfie = faces / "phone_selfie_live__05b89f74" / "selfie_live_selfie.jpg"
+    image = decode_image(selfie.read_bytes(), verifier.image_limits)
     small, scale = scaled_for_detection(image, verifier.profile.detector.max_input_side)
     min_face = verifier.min_face_px(image, verifier.profile.detector.min_face_px) * scale
     levels = []

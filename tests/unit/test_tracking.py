@@ -34,7 +34,12 @@ class Finder:
         offset = (pixels.__array_interface__["data"][0] - FRAME.__array_interface__["data"][0]) // 3
         oy, ox = divmod(offset, FRAME.shape[1])
         box = self.face.box
-        inside = ox <= box.x and oy <= box.y and box.x + box.width <= ox + pixels.shape[1] and box.y + box.height <= oy + pixels.shape[0]
+        inside = (
+            ox <= box.x
+            and oy <= box.y
+            and box.x + box.width <= ox + pixels.shape[1]
+            and box.y + box.height <= oy + pixels.shape[0]
+        )
         if not inside:
             raise NoFace("no_face_in_live_frame", "no face")
         return at(box.x - ox, box.y - oy, box.width)
