@@ -18,6 +18,8 @@ Experiments (the first variant of each is the baseline its ratios are taken agai
   downscale     a 1280x960 frame: detect on the full frame vs on a 640 px copy
   roi           a live frame: full-frame detection vs detection in a window around the last box
   floor         GFLOP of one Verify by model, its floor at the float32 matmul peak, and the Verify's time
+  pyramid       30 shared photos per path: whole pyramid vs coarse to fine with the subject rule
+  tracking      session frames: full-frame detection of every frame vs the FaceTracker's windows
 
 Variants are built once, then timed round-robin (A, B, C, A, B, C, ...; the order rotates
 each round) so that load from other processes falls on all of them alike. Each row gives
@@ -509,6 +511,83 @@ def exp_floor(bench: Bench, rounds: int, args) -> list[Row]:
     return interleaved("floor:verify", {"verify": lambda: verifier.verify(id_photo, [live])}, rounds)
 
 
+def _shared_photos(count: int, seed: int = 5) -> list[BgrImage]:
+    """Decodable shared photos of every subset, in a fixed random order."""
+    import csv
+    import random
+
+    rows = list(csv.DictReader(open(faces_dir() / "manifest.csv")))
+    paths = sorted(r["path"] for r in rows if r["path"].lower().endswith((".jpg", ".jpeg", ".png")))
+    random.Random(seed).shuffle(paths)
+    images = []
+    for relative in paths:
+        try:
+            images.append(decode_image((faces_dir() / relative).read_bytes(), LIMITS))
+        except Exception:  # noqa: BLE001 - a photo the service would refuse is simply not timed
+            continue
+        if len(images) == count:
+            break
+    return images
+
+
+def exp_pyramid(bench: Bench, rounds: int, args) -> list[Row]:
+    """Whole pyramid vs coarse to fine with the subject rule: 30 shared photos per path, as the verifier runs them."""
+    from kiosk.pipeline.detect import SubjectRule
+    from kiosk.pipeline.types import ImageRole
+
+    detector = bench.detector(bench.settings())
+    id_inputs, live_inputs = [], []
+    for image in _shared_photos(120):
+        height, width = image.shape[:2]
+        if len(id_inputs) < 30:
+            margin = round(ID_PHOTO_MARGIN * max(height, width))
+            padded = cv2.copyMakeBorder(image, margin, margin, margin, margin, cv2.BORDER_REPLICATE)
+            id_inputs.append((padded, min_face_px(image, QUALITY.id_photo_min_face_px),
+                              SubjectRule(ImageRole.ID_PHOTO, width, height, -margin, 1.0)))
+        if min(height, width) >= 400 and len(live_inputs) < 30:  # camera-sized frames only
+            small, scale = scaled_for_detection(image, bench.profile.detector.max_input_side)
+            live_inputs.append((small, bench.live_min_face(image, scale),
+                                SubjectRule(ImageRole.LIVE_FRAME, width, height, 0.0, scale)))
+    rows = []
+    for name, inputs in (("id", id_inputs), ("live", live_inputs)):
+        rows += interleaved(f"pyramid:detect_{name} x{len(inputs)}", {
+            "whole pyramid": lambda inputs=inputs: [detector.detect(i, m) for i, m, _ in inputs],
+            "coarse to fine, subject rule": lambda inputs=inputs: [detector.detect(i, m, subject_rule=r) for i, m, r in inputs],
+        }, rounds)
+    return rows
+
+
+def exp_tracking(bench: Bench, rounds: int, args) -> list[Row]:
+    """Session frames (the bench's webcam frame, 8 per call): full scan of every frame vs the FaceTracker."""
+    import dataclasses as dc
+    import itertools
+
+    from kiosk.pipeline.session import Frame, SessionLimits, open_session
+    from kiosk.pipeline.tracking import FaceTracker, TrackingSettings
+    from kiosk.pipeline.verifier import Verifier
+    from kiosk.settings import HardwareSettings, Settings
+
+    verifier = Verifier.load(Settings(hardware=HardwareSettings(profile=bench.profile.name)))
+    # As tests/bench/test_bench_pipeline.py's session frame: one webcam sitting's frames.
+    photos = sorted((faces_dir() / "nuaa__s01").iterdir())
+    id_photo, live = photos[0].read_bytes(), photos[-1].read_bytes()
+    challenges = dc.replace(verifier.settings.liveness_challenge, step_window_ms=10**9)
+    sessions = {}
+    for name, tracking in (("full scan every frame", TrackingSettings(full_scan_every=1)), ("tracker", TrackingSettings())):
+        session = open_session(verifier, id_photo, limits=SessionLimits(max_frames=10**9), challenges=challenges)
+        session.tracker = FaceTracker(tracking)
+        # Each session its own 30 fps clock (a shared one would open gaps the session refuses).
+        sessions[name] = (session, itertools.count(1_000, 33))
+
+    def frames(session, stamps):
+        for _ in range(8):
+            result = session.add_frame(Frame(live, next(stamps)))
+            if result.finding is None or not result.finding.face_found:
+                raise RuntimeError(f"session frame not analysed: {result.verification and result.verification.message}")
+
+    return interleaved("tracking:session_frame x8", {name: (lambda s=s: frames(*s)) for name, s in sessions.items()}, rounds)
+
+
 EXPERIMENTS: dict[str, Callable[[Bench, int, argparse.Namespace], list[Row]]] = {
     "models": exp_models,
     "threads": exp_threads,
@@ -523,6 +602,8 @@ EXPERIMENTS: dict[str, Callable[[Bench, int, argparse.Namespace], list[Row]]] = 
     "downscale": exp_downscale,
     "roi": exp_roi,
     "floor": exp_floor,
+    "pyramid": exp_pyramid,
+    "tracking": exp_tracking,
 }
 
 

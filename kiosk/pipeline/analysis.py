@@ -25,6 +25,7 @@ from kiosk.pipeline.decode import ImageLimits, decode_image
 from kiosk.pipeline.liveness import PASSIVE_CHECK, PresentationAttackSuspected
 from kiosk.pipeline.scratch import Scratch, StageTimer
 from kiosk.pipeline.subject import SubjectRules, find_subject_face
+from kiosk.pipeline.tracking import FaceTracker
 from kiosk.pipeline.types import (
     AlignedFace,
     BgrImage,
@@ -115,16 +116,22 @@ def analyse_face(
     passive_liveness: bool = False,
     measure: Measure | None = None,
     keep: Scratch | None = None,
+    tracker: FaceTracker | None = None,
 ) -> AnalysedFace | CaptureProblem:
     """The subject face of a decoded image: found, quality-checked, liveness-checked, embedded.
 
     With ``passive_liveness`` (live photos and frames) a usable face must also reach the
     liveness threshold. ``measure`` (the session's challenge measures) runs on every face
-    found, usable or not, before the liveness check.
+    found, usable or not, before the liveness check. ``tracker`` (a live session's)
+    looks for the face in a window around the last one, with full-frame scans often
+    enough to catch a second person (``kiosk.pipeline.tracking``).
     """
     with timer.stage("detect"):
         try:
-            face = find_subject_face(models.detector, image, role, rules.subject, scratch)
+            def find(pixels: BgrImage) -> FaceDetection:
+                return find_subject_face(models.detector, pixels, role, rules.subject, scratch)
+
+            face = find(image) if tracker is None else tracker.locate(image, find)
         except Undecidable as e:
             # Without its traceback: the traceback's frames reach back (f_back) to the
             # caller's, which holds this result, a cycle that would keep the whole call

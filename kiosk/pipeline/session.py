@@ -41,6 +41,7 @@ from kiosk.pipeline.decode import decode_image, decode_raw_frame
 from kiosk.pipeline.landmarks import FaceMesh
 from kiosk.pipeline.liveness import PASSIVE_CHECK, PresentationAttackSuspected
 from kiosk.pipeline.scratch import Scratch, StageTimer, wipe_bytes
+from kiosk.pipeline.tracking import FaceTracker
 from kiosk.pipeline.types import (
     BgrImage,
     Decision,
@@ -153,6 +154,8 @@ class LiveSession:
         self.passed_challenges: list[str] = []
         # P(live) of each usable frame; the session reports the lowest.
         self.passive_scores: list[float] = []
+        # Window detection around the face, a full scan every few frames (tracking.py).
+        self.tracker = FaceTracker()
         self.measurer: LandmarkMeasurer | None = None
         if challenges.enabled:
             if measurer is None:
@@ -234,6 +237,7 @@ class LiveSession:
                 passive_liveness=self.models.liveness is not None,
                 measure=self.measurer.measure if self.measurer is not None else None,
                 keep=self.scratch,
+                tracker=self.tracker,
             )
         return self._after_analysis(frame, index, result)
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from kiosk.pipeline.detect import MtcnnDetector, MtcnnThresholds, dominant_face
+from kiosk.pipeline.detect import MtcnnDetector, MtcnnThresholds, SubjectRule, dominant_face
 from kiosk.pipeline.scratch import Scratch
 from kiosk.pipeline.types import BgrImage, Box, FaceDetection, ImageRole
 
@@ -64,16 +64,22 @@ def find_subject_face(
         margin = round(ID_PHOTO_MARGIN * max(height, width))
         padded = scratch.keep(cv2.copyMakeBorder(image, margin, margin, margin, margin, cv2.BORDER_REPLICATE))
         min_face = rules.min_face_px(image, rules.id_photo_min_face_px)
-        faces = detector.detect(padded, min_face)
+        # The pyramid skips scales whose faces could not change the subject (kiosk.pipeline.detect).
+        rule = SubjectRule(role, width, height, -margin, 1.0)
+        faces = detector.detect(padded, min_face, subject_rule=rule)
         if not faces:
             relaxed = rules.id_photo_retry_threshold
-            faces = detector.detect(padded, min_face, MtcnnThresholds(relaxed, relaxed, relaxed))
+            faces = detector.detect(padded, min_face, MtcnnThresholds(relaxed, relaxed, relaxed), subject_rule=rule)
         faces = [shift_detection(f, -margin, 1.0) for f in faces]
     else:
         small, scale = scaled_for_detection(image, rules.live_max_input_side)
         if small is not image:
             scratch.keep(small)
-        faces = detector.detect(small, rules.min_face_px(image, rules.live_min_face_px) * scale)
+        faces = detector.detect(
+            small,
+            rules.min_face_px(image, rules.live_min_face_px) * scale,
+            subject_rule=SubjectRule(role, width, height, 0.0, scale),
+        )
         faces = [shift_detection(f, 0, scale) for f in faces]
     return dominant_face(faces, width, height, role)
 

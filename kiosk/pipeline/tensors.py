@@ -24,18 +24,19 @@ def to_input_tensor(batch_bgr: np.ndarray, spec: InputSpec) -> np.ndarray:
         pixels = np.stack([cv2.cvtColor(img, cv2.COLOR_BGR2GRAY) for img in batch_bgr])[..., np.newaxis]
     else:
         pixels = batch_bgr
-    tensor = pixels.astype(np.float32)
+    # Laid out while converting: one float32 buffer, written once in the model's axis order
+    # (the same float32 arithmetic as converting, then scaling, then transposing a copy).
+    view = pixels.transpose(_LAYOUT_AXES[spec.layout])
+    tensor = np.empty(view.shape, dtype=np.float32)
+    if spec.mean:
+        np.subtract(view, np.float32(spec.mean), out=tensor, dtype=np.float32)
+    else:
+        tensor[...] = view
     if pixels is not batch_bgr and not np.shares_memory(pixels, batch_bgr):
         pixels.fill(0)
-    if spec.mean:
-        tensor -= np.float32(spec.mean)
     if spec.std != 1.0:
         tensor *= np.float32(1.0 / spec.std)
-    laid_out = np.ascontiguousarray(tensor.transpose(_LAYOUT_AXES[spec.layout]))
-    if not np.shares_memory(laid_out, tensor):
-        # The transposed copy is what the model gets; the caller wipes that one.
-        tensor.fill(0)
-    return laid_out
+    return tensor
 
 
 def run_model(
