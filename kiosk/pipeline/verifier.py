@@ -38,7 +38,7 @@ from kiosk.pipeline.analysis import (  # noqa: F401 (decide, refused_liveness: r
 from kiosk.pipeline import injection
 from kiosk.pipeline.compare import cosine_similarity, fuse_embeddings
 from kiosk.pipeline.scratch import Scratch, StageTimer
-from kiosk.pipeline.subject import ID_PHOTO_MARGIN, find_subject_face, scaled_for_detection  # noqa: F401 (re-exported)
+from kiosk.pipeline.subject import find_subject_face
 from kiosk.pipeline.types import (
     AlignedFace,
     BgrImage,

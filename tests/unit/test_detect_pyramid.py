@@ -20,7 +20,7 @@ from kiosk.pipeline.detect import (
     pyramid_scales,
 )
 from kiosk.pipeline.types import Box, FaceDetection, ImageRole
-from kiosk.pipeline.verifier import ID_PHOTO_MARGIN, scaled_for_detection, shift_detection
+from kiosk.pipeline.subject import ID_PHOTO_MARGIN, scaled_for_detection, shift_detection
 
 
 def face(x, y, side, score=0.99):
