@@ -249,7 +249,13 @@ def decide_transaction(reference: FaceOutcome, live: FaceOutcome, threshold: flo
                 detail += f"({side}):" + "+".join(outcome.refusal_codes)
             return outcome.reason, detail, None
     similarity = cosine_similarity(reference.embedding, live.embedding)
-    return ("match" if similarity >= threshold else "no_match"), "", similarity
+    if similarity >= threshold:
+        return "match", "", similarity
+    # As Verify: a non-match with a lighting signal on either side is a lighting retry.
+    codes = sorted({f.code for o in (reference, live) for f in quality.operator_signals(o.checks)})
+    if codes:
+        return "low_quality", "low_quality(lighting, no match):" + "+".join(codes), similarity
+    return "no_match", "", similarity
 
 
 def comparison_alone(reference: FaceOutcome, live: FaceOutcome) -> float | None:

@@ -24,3 +24,30 @@ def cosine_similarity(a: Embedding, b: Embedding) -> float:
 def fuse_embeddings(embeddings: Sequence[Embedding]) -> Embedding:
     """Mean of normalised embeddings, renormalised: one template from several live frames."""
     return l2_normalise(np.mean(np.stack(embeddings), axis=0))
+
+
+def fuse_weighted(embeddings: Sequence[Embedding], weights: Sequence[float]) -> Embedding:
+    """Weighted mean of normalised embeddings, renormalised; weights <= 0 drop a frame.
+
+    Falls back to the plain mean when no weight is positive (never an empty template).
+    """
+    w = np.clip(np.asarray(weights, dtype=np.float64), 0.0, None)
+    if len(embeddings) == 0:
+        raise ValueError("no embeddings to fuse")
+    if not np.isfinite(w).all() or w.sum() <= 0.0:
+        return fuse_embeddings(embeddings)
+    stacked = np.stack(embeddings).astype(np.float64)
+    return l2_normalise((stacked * w[:, None]).sum(axis=0).astype(np.float32))
+
+
+def best_frames(utilities: Sequence[float], usable: Sequence[bool], most: int) -> tuple[int, ...]:
+    """Indices of the ``most`` usable frames of highest utility, best first (ties: earlier frame).
+
+    Frames that failed a capture check (mid-blink, motion, turned away) are never chosen;
+    an empty result means no frame was usable.
+    """
+    if len(utilities) != len(usable):
+        raise ValueError("one utility and one usable flag per frame")
+    candidates = [i for i, ok in enumerate(usable) if ok]
+    candidates.sort(key=lambda i: (-utilities[i], i))
+    return tuple(candidates[: max(0, most)])

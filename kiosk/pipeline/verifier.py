@@ -20,10 +20,10 @@ import numpy as np
 
 from kiosk.calibration import Calibration, load_calibration
 from kiosk.liveness_calibration import LivenessCalibration, load_liveness_calibration
-from kiosk.errors import ConfigError, InvalidRequest, LowQuality, Undecidable
+from kiosk.errors import ConfigError, InvalidRequest, LowQuality, NoFace, Undecidable
 from kiosk.pipeline import quality
 from kiosk.pipeline.align import align_face
-from kiosk.pipeline.compare import cosine_similarity, fuse_embeddings
+from kiosk.pipeline.compare import best_frames, cosine_similarity, fuse_weighted
 from kiosk.pipeline.decode import ImageLimits, decode_image
 from kiosk.pipeline.detect import MtcnnDetector, MtcnnThresholds, dominant_face
 from kiosk.pipeline.embed import Embedder
@@ -194,10 +194,12 @@ class Verifier:
         with Scratch() as scratch:
             try:
                 reference = self.analyse(scratch, id_photo, ImageRole.ID_PHOTO, 0, findings, timer)
-                live = [
-                    self.analyse(scratch, photo, ImageRole.LIVE_FRAME, i, findings, timer, passive_liveness=True)
-                    for i, photo in enumerate(live_photos)
-                ]
+                live = analyse_best_frames(
+                    lambda i, photo: self.analyse(
+                        scratch, photo, ImageRole.LIVE_FRAME, i, findings, timer, passive_liveness=True
+                    ),
+                    live_photos,
+                )
             except Undecidable as e:
                 return Verification(
                     decision=Decision.RETRY,
@@ -211,17 +213,21 @@ class Verifier:
                     liveness=refused_liveness(e),
                 )
             with timer.stage("compare"):
-                probe = scratch.keep(fuse_embeddings([face.embedding for face in live]))
+                probe = scratch.keep(fuse_best_frames(live))
                 similarity = cosine_similarity(reference.embedding, probe)
+        decision = decide(similarity, operating_point)
+        # Lighting never refuses a face that matches; on a non-match it may be why: retry.
+        lighting = lighting_retry(decision, findings)
         return Verification(
-            decision=decide(similarity, operating_point),
-            reason="",
+            decision=decision if not lighting else Decision.RETRY,
+            reason="" if not lighting else "low_quality",
+            message=lighting,
             similarity=similarity,
             operating_point=operating_point,
             findings=tuple(findings),
             model_versions=dict(self.model_versions),
             timings_ms=timer.as_dict(),
-            # Every live photo passed, or analyse would have raised: report the weakest.
+            # Every live photo decided on passed the passive check: report the weakest.
             liveness=LivenessOutcome(LivenessStatus.PASSED, passive_score=min(face.passive_score for face in live)),
         )
 
@@ -347,6 +353,43 @@ class Verifier:
             faces = self.detector.detect(small, self.min_face_px(image, self.profile.detector.min_face_px) * scale)
             faces = [shift_detection(f, 0, scale) for f in faces]
         return dominant_face(faces, width, height, role)
+
+
+# A multi-photo Verify decides on at most this many of its best usable live photos.
+MOST_FRAMES_FUSED = 3
+
+
+def analyse_best_frames(analyse, live_photos: Sequence[bytes]) -> list[AnalysedFace]:
+    """Every live photo analysed; those refused for capture (no face, low quality: mid-blink,
+    motion) are left out as long as one is usable, so a bad frame never fails the call.
+
+    A presentation-attack refusal or a second person on any photo still ends the call.
+    When no photo is usable, the first capture refusal is raised (its guidance).
+    """
+    usable, first_refusal = [], None
+    for i, photo in enumerate(live_photos):
+        try:
+            usable.append(analyse(i, photo))
+        except (LowQuality, NoFace) as e:
+            first_refusal = first_refusal or e
+    if not usable:
+        raise first_refusal
+    return usable
+
+
+def fuse_best_frames(live: Sequence[AnalysedFace]) -> np.ndarray:
+    """One probe from the best usable live photos, weighted by their frame utility."""
+    utilities = [quality.frame_utility(face.finding.quality) for face in live]
+    chosen = best_frames(utilities, [True] * len(live), MOST_FRAMES_FUSED)
+    return fuse_weighted([live[i].embedding for i in chosen], [utilities[i] for i in chosen])
+
+
+def lighting_retry(decision: Decision, findings: Sequence[FaceFinding]) -> str:
+    """The RETRY message when a non-match came with a lighting signal, else ""."""
+    if decision is not Decision.NO_MATCH:
+        return ""
+    codes = sorted({q.code for f in findings for q in quality.operator_signals(f.quality)})
+    return f"no match under poor lighting ({', '.join(codes)}): the operator should check the light" if codes else ""
 
 
 def refused_liveness(error: Undecidable) -> LivenessOutcome:
