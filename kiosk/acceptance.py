@@ -39,7 +39,7 @@ import numpy as np
 
 from kiosk.errors import InvalidImage, Undecidable
 from kiosk.evaluation import person_of
-from kiosk.liveness_calibration import read_spoof_labels, species_of, upper_bound_95
+from kiosk.liveness_calibration import read_spoof_labels, upper_bound_95
 from kiosk.pipeline import quality
 from kiosk.pipeline.align import align_face
 from kiosk.pipeline.compare import cosine_similarity
@@ -361,8 +361,10 @@ def read_pair_sets(root: Path, subsets: Iterable[str], max_genuine: int | None =
         genuine = [(r["a"], r["b"]) for r in rows if r["same"].strip() == "1"]
         images = sorted({p for r in rows for p in (r["a"], r["b"])})
         if max_genuine is not None and len(genuine) > max_genuine:
+            # Evenly spread over the file; the impostor pairs then come from these images only.
             step = len(genuine) / max_genuine
             genuine = [genuine[int(i * step)] for i in range(max_genuine)]
+            images = sorted({p for pair in genuine for p in pair} | set(images[:: max(1, len(images) // max_genuine)]))
         sets.append(PairSet(subset, tuple(genuine), tuple(images)))
     return sets
 
@@ -411,6 +413,7 @@ def run_report(
     variations: Sequence[str] = tuple(VARIATIONS),
     variation_every: int = 2,
     impostors_per_condition: int = 2000,
+    max_genuine: int | None = None,
     chip: bool = True,
     attacks: bool = True,
     progress: Callable[[str], None] = lambda _: None,
@@ -451,7 +454,7 @@ def run_report(
         report.add(Transaction(pair_set.subset, label, genuine, decision, detail, similarity,
                                comparison_alone(reference, live)))
 
-    pair_sets = read_pair_sets(root, subsets)
+    pair_sets = read_pair_sets(root, subsets, max_genuine)
     rng = np.random.default_rng(12)
     for pair_set in pair_sets:
         impostors = impostor_pairs(pair_set.images)
@@ -485,6 +488,8 @@ def run_report(
                 kind = "chip_grey" if i % 2 else "chip_colour"
                 transact(pair_set, a, b, False, kind, "as_captured", "chip_path")
                 transact(pair_set, a, b, False, kind, "as_captured", kind)
+    if max_genuine is not None:
+        report.notes.append(f"at most {max_genuine} genuine pairs per subset, evenly spread over its pair list")
     if variation_every > 1:
         report.notes.append(
             f"camera variations applied to the live side of one genuine pair in {variation_every}; "
@@ -509,9 +514,9 @@ def attack_figures(verifier, root: Path, outcome: Callable[[str, ImageRole, str]
     bona_fide_refused = bona_fide = 0
     species: dict[str, list[int]] = {}
     no_face: dict[str, int] = {}
-    for path, label, attack_type in read_spoof_labels(root):
+    for path, label, attack_species in read_spoof_labels(root):
         o = outcome(path, ImageRole.LIVE_FRAME, "as_captured")
-        name = "bona_fide" if label == "real" else species_of(attack_type)
+        name = "bona_fide" if label == "real" else attack_species
         if o.passive_score is None:
             no_face[name] = no_face.get(name, 0) + 1
             continue

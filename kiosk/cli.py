@@ -299,6 +299,7 @@ def cmd_acceptance_report(args: argparse.Namespace, settings: Settings) -> int:
         subsets=tuple(args.subset) if args.subset else ("nuaa_live", "webcam_pigface", "phone_selfie_live"),
         variations=variations,
         variation_every=args.variation_every,
+        max_genuine=args.max_genuine,
         chip=not args.no_chip,
         attacks=not args.no_attacks,
         progress=lambda text: print(text, file=sys.stderr) if sys.stderr.isatty() else None,
@@ -394,6 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
     acceptance.add_argument("--subset", action="append", help="subset of pairs_by_subset/ (repeatable; default: the cameras)")
     acceptance.add_argument("--variations", help="comma-separated camera variations (default: all; empty: none)")
     acceptance.add_argument("--variation-every", type=int, default=2, help="vary every Nth genuine pair (bounds the run)")
+    acceptance.add_argument("--max-genuine", type=int, help="at most this many genuine pairs per subset (bounds the run)")
     acceptance.add_argument("--no-chip", action="store_true", help="skip the simulated chip-photo path")
     acceptance.add_argument("--no-attacks", action="store_true", help="skip the spoof set (BPCER/APCER)")
     acceptance.add_argument("--json", action="store_true")

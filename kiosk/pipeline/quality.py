@@ -228,3 +228,20 @@ def frame_utility(findings: tuple[QualityFinding, ...]) -> float:
         f = by_name["eye_open_probability"]
         utility *= _ramp(f.value, f.limit, max(0.5, f.limit))
     return utility
+
+
+def commonest_refusal(findings) -> str:
+    """"; most frames needed: OPEN_EYES (7 of 12)" for a session that gave up, "" when no
+    frame was refused by a check (no face at all): the guidance that would have helped most."""
+    counts: dict[str, int] = {}
+    frames = 0
+    for finding in findings:
+        if finding.role.value != "live_frame":
+            continue
+        frames += 1
+        for code in {f.code for f in failed(finding.quality)}:
+            counts[code] = counts.get(code, 0) + 1
+    if not counts:
+        return ""
+    code, count = max(counts.items(), key=lambda kv: (kv[1], kv[0]))
+    return f"; most frames needed: {code} ({count} of {frames})"

@@ -338,7 +338,8 @@ class LiveSession:
         if self.frames_seen < self.limits.max_frames:
             return result
         self.verification = self._result(
-            Decision.RETRY, "no_usable_live_frames", None, f"no usable face in {self.frames_seen} frames"
+            Decision.RETRY, "no_usable_live_frames", None,
+            f"no usable face in {self.frames_seen} frames" + quality.commonest_refusal(self.findings),
         )
         return FrameResult(result.frame_index, result.guidance, result.finding, self.verification)
 

@@ -76,3 +76,14 @@ def test_a_multi_photo_verify_skips_bad_frames_but_never_an_attack():
         analyse_best_frames(analyse, [b"blink", b"empty"])
     with pytest.raises(PresentationAttackSuspected):
         analyse_best_frames(analyse, [b"good1", b"print"])
+
+
+def test_a_session_that_gives_up_names_the_guidance_most_frames_needed():
+    from kiosk.pipeline.quality import commonest_refusal
+    from kiosk.pipeline.types import FaceFinding, ImageRole
+
+    blink = (finding("eye_open_probability", 0.0, 0.001, False, "OPEN_EYES"),)
+    bright = (finding("brightness_max", 240.0, 220.0, False, "TOO_BRIGHT"),)
+    frames = [FaceFinding(ImageRole.LIVE_FRAME, i, True, quality=blink if i % 3 else bright) for i in range(6)]
+    assert commonest_refusal(frames) == "; most frames needed: OPEN_EYES (4 of 6)"
+    assert commonest_refusal([FaceFinding(ImageRole.LIVE_FRAME, 0, False)]) == ""
