@@ -54,6 +54,13 @@ CAMERA_SUBSETS = {
     "phone_selfie_live": "phone_selfie_live",
 }
 
+# Subsets whose files are tight face crops (made by the source's own face detector), not
+# camera frames: as live photos they are placed on a neutral grey canvas first, as a
+# kiosk camera would frame the person (face about half the frame's height). A replicated
+# border is not used: it makes the passive-liveness model read 1.000 on any crop.
+FACE_CROP_FOLDERS = ("webcam_pigface__",)
+CANVAS_GREY = 90
+
 CHIP_SIZE = (102, 126)  # width, height of an ID card's chip portrait
 CHIP_JPEG_QUALITY = 30
 
@@ -142,6 +149,13 @@ VARIATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "downscale_0.5": lambda im: downscale(im, 0.5),
     "downscale_0.3": lambda im: downscale(im, 0.3),
 }
+
+
+def framed_crop(image: np.ndarray) -> np.ndarray:
+    """A tight face crop on a neutral canvas: half its height above and below, its height left and right."""
+    height = image.shape[0]
+    return cv2.copyMakeBorder(image, height // 2, height // 2, height, height, cv2.BORDER_CONSTANT,
+                              value=(CANVAS_GREY,) * 3)
 
 
 def chip_photo(image: np.ndarray, face: Box, grey: bool, quality_jpeg: int = CHIP_JPEG_QUALITY) -> bytes:
@@ -254,7 +268,7 @@ def decide_transaction(reference: FaceOutcome, live: FaceOutcome, threshold: flo
     # As Verify: a non-match with a lighting signal on either side is a lighting retry.
     codes = sorted({f.code for o in (reference, live) for f in quality.operator_signals(o.checks)})
     if codes:
-        return "low_quality", "low_quality(lighting, no match):" + "+".join(codes), similarity
+        return "poor_lighting", "poor_lighting:" + "+".join(codes), similarity
     return "no_match", "", similarity
 
 
@@ -264,7 +278,7 @@ def comparison_alone(reference: FaceOutcome, live: FaceOutcome) -> float | None:
     return cosine_similarity(reference.embedding, live.embedding)
 
 
-CAPTURE_REASONS = ("no_face", "multiple_faces", "low_quality", "invalid_image")
+CAPTURE_REASONS = ("no_face", "multiple_faces", "low_quality", "invalid_image", "poor_lighting")
 
 
 def is_capture_refusal(decision: str) -> bool:
@@ -432,8 +446,11 @@ def run_report(
     def outcome(path: str, role: ImageRole, condition: str) -> FaceOutcome:
         key = (path, role.value, condition)
         if key not in cache:
-            if condition == "as_captured":
+            crop = role is ImageRole.LIVE_FRAME and path.startswith(FACE_CROP_FOLDERS)
+            if condition == "as_captured" and not crop:
                 encoded = raw(path)
+            elif condition == "as_captured":
+                encoded = encode_capture(framed_crop(decode_image(raw(path), verifier.image_limits)))
             elif condition.startswith("chip_"):
                 base = outcome(path, ImageRole.ID_PHOTO, "as_captured")
                 if base.box is None:
@@ -443,7 +460,7 @@ def run_report(
                 encoded = chip_photo(image, base.box, grey=condition == "chip_grey")
             else:
                 image = decode_image(raw(path), verifier.image_limits)
-                encoded = encode_capture(VARIATIONS[condition](image))
+                encoded = encode_capture(VARIATIONS[condition](framed_crop(image) if crop else image))
             cache[key] = analyse_face(verifier, encoded, role)
         return cache[key]
 
@@ -488,6 +505,8 @@ def run_report(
                 kind = "chip_grey" if i % 2 else "chip_colour"
                 transact(pair_set, a, b, False, kind, "as_captured", "chip_path")
                 transact(pair_set, a, b, False, kind, "as_captured", kind)
+    if any(folder.startswith(subset) for subset in subsets for folder in FACE_CROP_FOLDERS):
+        report.notes.append("webcam_pigface files are face crops: as live photos they are framed on a grey canvas")
     if max_genuine is not None:
         report.notes.append(f"at most {max_genuine} genuine pairs per subset, evenly spread over its pair list")
     if variation_every > 1:

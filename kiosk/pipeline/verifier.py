@@ -220,7 +220,7 @@ class Verifier:
         lighting = lighting_retry(decision, findings)
         return Verification(
             decision=decision if not lighting else Decision.RETRY,
-            reason="" if not lighting else "low_quality",
+            reason="" if not lighting else POOR_LIGHTING,
             message=lighting,
             similarity=similarity,
             operating_point=operating_point,
@@ -354,6 +354,10 @@ class Verifier:
             faces = [shift_detection(f, 0, scale) for f in faces]
         return dominant_face(faces, width, height, role)
 
+
+# RETRY reason of a non-match under a lighting signal: counted per reason by the service's
+# retry metric (kiosk_retries_total{reason="poor_lighting"}), the operator's cue to fix the lamp.
+POOR_LIGHTING = "poor_lighting"
 
 # A multi-photo Verify decides on at most this many of its best usable live photos.
 MOST_FRAMES_FUSED = 3
