@@ -42,7 +42,7 @@ from kiosk.evaluation import person_of
 from kiosk.liveness_calibration import read_spoof_labels, upper_bound_95
 from kiosk.pipeline import quality
 from kiosk.pipeline.align import align_face
-from kiosk.pipeline.compare import cosine_similarity
+from kiosk.pipeline.compare import chip_sized, cosine_similarity, matched_degradation
 from kiosk.pipeline.decode import decode_image
 from kiosk.pipeline.scratch import Scratch
 from kiosk.pipeline.types import Box, Embedding, ImageRole, QualityFinding
@@ -202,6 +202,9 @@ class FaceOutcome:
     passive_score: float | None = None
     embedding: Embedding | None = None
     box: Box | None = None
+    chip_sized: bool = False
+    # The embedding of the softened crop, used when the other side is a chip-sized ID photo.
+    softened: Embedding | None = None
 
     @property
     def refusal_codes(self) -> tuple[str, ...]:
@@ -232,13 +235,16 @@ def analyse_face(verifier, encoded: bytes, role: ImageRole) -> FaceOutcome:
         if role is ImageRole.LIVE_FRAME:
             passive = verifier.passive_liveness.score(image, face)
         embedding = np.array(verifier.embedder.embed(aligned), copy=True)
+        # Verify embeds both faces of a comparison with a chip-sized ID photo from softened crops.
+        chip = role is ImageRole.ID_PHOTO and chip_sized(quality.inter_eye_distance(face.landmarks))
+        softened = np.array(verifier.embedder.embed(matched_degradation(aligned)), copy=True)
     if quality.failed(checks):
         reason = "low_quality"
     elif passive is not None and passive < verifier.liveness_calibration.threshold:
         reason = "presentation_attack_suspected"
     else:
         reason = ""
-    return FaceOutcome(reason, checks, passive, embedding, face.box)
+    return FaceOutcome(reason, checks, passive, softened if chip else embedding, face.box, chip, softened)
 
 
 # --- transactions --------------------------------------------------------------------------
@@ -262,7 +268,7 @@ def decide_transaction(reference: FaceOutcome, live: FaceOutcome, threshold: flo
             if outcome.reason == "low_quality":
                 detail += f"({side}):" + "+".join(outcome.refusal_codes)
             return outcome.reason, detail, None
-    similarity = cosine_similarity(reference.embedding, live.embedding)
+    similarity = cosine_similarity(reference.embedding, probe_of(reference, live))
     if similarity >= threshold:
         return "match", "", similarity
     # As Verify: a non-match with a lighting signal on either side is a lighting retry.
@@ -272,10 +278,14 @@ def decide_transaction(reference: FaceOutcome, live: FaceOutcome, threshold: flo
     return "no_match", "", similarity
 
 
+def probe_of(reference: FaceOutcome, live: FaceOutcome) -> Embedding:
+    return live.softened if reference.chip_sized else live.embedding
+
+
 def comparison_alone(reference: FaceOutcome, live: FaceOutcome) -> float | None:
     if reference.embedding is None or live.embedding is None:
         return None
-    return cosine_similarity(reference.embedding, live.embedding)
+    return cosine_similarity(reference.embedding, probe_of(reference, live))
 
 
 CAPTURE_REASONS = ("no_face", "multiple_faces", "low_quality", "invalid_image", "poor_lighting")
@@ -519,8 +529,9 @@ def run_report(
         progress("presentation attacks")
         report.pad = attack_figures(verifier, root, outcome)
     for o in cache.values():
-        if o.embedding is not None:
-            o.embedding.fill(0)
+        for embedding in (o.embedding, o.softened):
+            if embedding is not None:
+                embedding.fill(0)
     return report
 
 

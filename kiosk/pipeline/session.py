@@ -36,7 +36,7 @@ from kiosk.pipeline.challenge import (
     StepPassed,
     measure,
 )
-from kiosk.pipeline.compare import cosine_similarity, fuse_embeddings
+from kiosk.pipeline.compare import cosine_similarity, fuse_embeddings, matched_degradation
 from kiosk.pipeline.decode import decode_image, decode_raw_frame
 from kiosk.pipeline.landmarks import FaceMesh
 from kiosk.pipeline.liveness import PASSIVE_CHECK, PresentationAttackSuspected
@@ -267,6 +267,11 @@ class LiveSession:
                     return self._liveness_failed(index, finding, ChallengeFailed(PASSIVE_CHECK, e.message))
         if usable:
             with self.timer.stage("embed"):
+                if self.reference.chip_sized:
+                    # Compared with a chip-sized ID photo: softened alike (compare.matched_degradation).
+                    softened = self.scratch.keep(matched_degradation(aligned))
+                    aligned.fill(0)
+                    aligned = softened
                 embedding = self.scratch.keep(self.verifier.embedder.embed(aligned))
             aligned.fill(0)
             if self.live_embeddings:

@@ -23,7 +23,7 @@ from kiosk.liveness_calibration import LivenessCalibration, load_liveness_calibr
 from kiosk.errors import ConfigError, InvalidRequest, LowQuality, NoFace, Undecidable
 from kiosk.pipeline import quality
 from kiosk.pipeline.align import align_face
-from kiosk.pipeline.compare import best_frames, cosine_similarity, fuse_weighted
+from kiosk.pipeline.compare import best_frames, chip_sized, cosine_similarity, fuse_weighted, matched_degradation
 from kiosk.pipeline.decode import ImageLimits, decode_image
 from kiosk.pipeline.detect import MtcnnDetector, MtcnnThresholds, dominant_face
 from kiosk.pipeline.embed import Embedder
@@ -64,6 +64,8 @@ class AnalysedFace:
     embedding: Embedding
     # P(live) from the passive-liveness model, when it was asked for (live photos of Verify).
     passive_score: float | None = None
+    # A chip-sized ID photo: both sides are embedded from a softened crop (compare.matched_degradation).
+    chip_sized: bool = False
 
 
 def decide(similarity: float, operating_point: OperatingPoint) -> Decision:
@@ -196,7 +198,8 @@ class Verifier:
                 reference = self.analyse(scratch, id_photo, ImageRole.ID_PHOTO, 0, findings, timer)
                 live = analyse_best_frames(
                     lambda i, photo: self.analyse(
-                        scratch, photo, ImageRole.LIVE_FRAME, i, findings, timer, passive_liveness=True
+                        scratch, photo, ImageRole.LIVE_FRAME, i, findings, timer, passive_liveness=True,
+                        soften=reference.chip_sized,
                     ),
                     live_photos,
                 )
@@ -241,11 +244,14 @@ class Verifier:
         timer: StageTimer,
         *,
         passive_liveness: bool = False,
+        soften: bool = False,
     ) -> AnalysedFace:
         """Decode one image and return its subject face; appends its finding even on failure."""
         with timer.stage("decode"):
             image = scratch.keep(decode_image(encoded, self.image_limits))
-        return self.analyse_image(scratch, image, role, index, findings, timer, passive_liveness=passive_liveness)
+        return self.analyse_image(
+            scratch, image, role, index, findings, timer, passive_liveness=passive_liveness, soften=soften
+        )
 
     def analyse_image(
         self,
@@ -257,8 +263,12 @@ class Verifier:
         timer: StageTimer,
         *,
         passive_liveness: bool = False,
+        soften: bool = False,
     ) -> AnalysedFace:
         """The subject face of a decoded image, quality-checked and embedded.
+
+        A chip-sized ID photo, and with ``soften`` a live photo compared with one, are
+        embedded from a softened crop (``compare.matched_degradation``).
 
         With ``passive_liveness`` (live photos only) a usable face must also pass the
         passive-liveness threshold, else ``PresentationAttackSuspected`` is raised.
@@ -283,9 +293,12 @@ class Verifier:
         if passive_liveness:
             with timer.stage("liveness"):
                 passive_score = self.check_passive_liveness(image, face)
+        chip = role is ImageRole.ID_PHOTO and chip_sized(quality.inter_eye_distance(face.landmarks))
         with timer.stage("embed"):
+            if chip or soften:
+                aligned = scratch.keep(matched_degradation(aligned))
             embedding = scratch.keep(self.embedder.embed(aligned))
-        return AnalysedFace(finding, embedding, passive_score)
+        return AnalysedFace(finding, embedding, passive_score, chip)
 
     def assess_quality(
         self, image: BgrImage, face: FaceDetection, aligned: AlignedFace, role: ImageRole

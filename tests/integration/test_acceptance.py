@@ -17,6 +17,7 @@ from kiosk.acceptance import (
     VARIATIONS,
     analyse_face,
     blur,
+    chip_photo,
     decide_transaction,
     encode_capture,
     exposure,
@@ -130,3 +131,19 @@ def test_a_session_with_motion_frames_still_reaches_a_decision(verifier, capture
                 break
         assert result.verification is not None
         assert result.verification.decision is Decision.MATCH
+
+
+@pytest.mark.parametrize("grey", [False, True])
+def test_a_chip_photo_transaction_is_decided_as_verify_decides_it(verifier, captures, grey):
+    (a, b, _), stranger = captures
+    threshold = verifier.operating_point(None).threshold
+    for source in (a, stranger):
+        image = cv2.imdecode(np.frombuffer(source, np.uint8), cv2.IMREAD_COLOR)
+        box = analyse_face(verifier, source, ImageRole.ID_PHOTO).box
+        chip = chip_photo(image, box, grey=grey)
+        reference = analyse_face(verifier, chip, ImageRole.ID_PHOTO)
+        assert reference.chip_sized
+        decision, _, similarity = decide_transaction(reference, analyse_face(verifier, b, ImageRole.LIVE_FRAME), threshold)
+        verification = verifier.verify(chip, [b])
+        assert decision == (verification.reason or verification.decision.value)
+        assert similarity == pytest.approx(verification.similarity, abs=1e-5)

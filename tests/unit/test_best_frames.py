@@ -87,3 +87,14 @@ def test_a_session_that_gives_up_names_the_guidance_most_frames_needed():
     frames = [FaceFinding(ImageRole.LIVE_FRAME, i, True, quality=blink if i % 3 else bright) for i in range(6)]
     assert commonest_refusal(frames) == "; most frames needed: OPEN_EYES (4 of 6)"
     assert commonest_refusal([FaceFinding(ImageRole.LIVE_FRAME, 0, False)]) == ""
+
+
+def test_only_chip_sized_id_photos_are_compared_softened():
+    from kiosk.pipeline.compare import CHIP_SIZED_INTER_EYE_PX, chip_sized, matched_degradation
+
+    assert chip_sized(26.0) and not chip_sized(CHIP_SIZED_INTER_EYE_PX) and not chip_sized(45.0)
+    edge = np.zeros((112, 112, 3), np.uint8)
+    edge[:, 56:] = 255
+    soft = matched_degradation(edge)
+    assert soft.shape == edge.shape and soft.dtype == np.uint8
+    assert 0 < soft[50, 55, 0] < 255 and soft[50, 10, 0] == 0
