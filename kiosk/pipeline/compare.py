@@ -29,6 +29,9 @@ def fuse_embeddings(embeddings: Sequence[Embedding]) -> Embedding:
 def fuse_weighted(embeddings: Sequence[Embedding], weights: Sequence[float]) -> Embedding:
     """Weighted mean of normalised embeddings, renormalised; weights <= 0 drop a frame.
 
+    Measured against the plain mean for Verify's live photos and not chosen (see
+    ``verifier.fuse_best_frames``); kept for sessions and tools that rank frames.
+
     Falls back to the plain mean when no weight is positive (never an empty template).
     """
     w = np.clip(np.asarray(weights, dtype=np.float64), 0.0, None)
