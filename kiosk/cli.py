@@ -461,6 +461,30 @@ def cmd_liveness_report(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_acceptance_report(args: argparse.Namespace, settings: Settings) -> int:
+    """End-to-end FTA/FNMR/FRR/FMR per subset and capture condition, APCER/BPCER (kiosk.acceptance)."""
+    from kiosk.acceptance import VARIATIONS, format_report, run_report
+    from kiosk.pipeline.verifier import Verifier
+
+    variations = tuple(VARIATIONS) if args.variations is None else tuple(v for v in args.variations.split(",") if v)
+    unknown = sorted(set(variations) - set(VARIATIONS))
+    if unknown:
+        raise KioskError(f"unknown variation(s) {', '.join(unknown)}; known: {', '.join(VARIATIONS)}")
+    report = run_report(
+        Verifier.load(settings),
+        Path(args.root),
+        subsets=tuple(args.subset) if args.subset else ("nuaa_live", "webcam_pigface", "phone_selfie_live"),
+        variations=variations,
+        variation_every=args.variation_every,
+        max_genuine=args.max_genuine,
+        chip=not args.no_chip,
+        attacks=not args.no_attacks,
+        progress=lambda text: print(text, file=sys.stderr) if sys.stderr.isatty() else None,
+    )
+    print(json.dumps(report.as_dict(), indent=1) if args.json else format_report(report))
+    return 0
+
+
 def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
     from kiosk.audit import main_verify
 
@@ -633,6 +657,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="also report the share of these photos (relative to --root) that pass; not used for the figures",
     )
     report.set_defaults(handler=cmd_liveness_report)
+
+    acceptance = commands.add_parser(
+        "acceptance-report",
+        help="end-to-end FTA, FNMR, FRR, FMR per subset and capture condition, BPCER/APCER (full Verify path)",
+    )
+    acceptance.add_argument("--root", required=True, help="folder holding pairs_by_subset/ and spoof/labels.csv")
+    acceptance.add_argument("--subset", action="append", help="subset of pairs_by_subset/ (repeatable; default: the cameras)")
+    acceptance.add_argument("--variations", help="comma-separated camera variations (default: all; empty: none)")
+    acceptance.add_argument("--variation-every", type=int, default=2, help="vary every Nth genuine pair (bounds the run)")
+    acceptance.add_argument("--max-genuine", type=int, help="at most this many genuine pairs per subset (bounds the run)")
+    acceptance.add_argument("--no-chip", action="store_true", help="skip the simulated chip-photo path")
+    acceptance.add_argument("--no-attacks", action="store_true", help="skip the spoof set (BPCER/APCER)")
+    acceptance.add_argument("--json", action="store_true")
+    acceptance.set_defaults(handler=cmd_acceptance_report)
 
     audit = commands.add_parser("audit", help="audit log tools (kiosk audit verify --help)")
     audit_commands = audit.add_subparsers(dest="audit_command", required=True, metavar="{verify}")

@@ -43,6 +43,10 @@ RETRY_REASONS: dict[str, tuple[str, str]] = {
         "a live photo reproduces the ID photo (a digital copy, not a camera capture); liveness.failed_check is id_photo_copy",
         "Please look at the camera: the photo must be taken now.",
     ),
+    "poor_lighting": (
+        "the live face did not match while a lighting check (TOO_DARK, TOO_BRIGHT) failed: the light, not the person, may be why; counted in kiosk_retries_total for the operator",
+        "Please retry; a member of staff will check the light.",
+    ),
 }
 
 # GuidanceItem.code (live sessions) and QualityCheck.code: code -> (meaning, screen text).

@@ -185,9 +185,10 @@ class QualityLimits:
     # distances, after which no copy matches its original, brings them to 6-10.
     min_sharpness: float = 15.0
     # Smallest mean grey level (0-255) of the aligned face (TOO_DARK); the dim NUAA
-    # webcam frames measure 46 and up.
+    # webcam frames measure 46 and up. Lighting limits are operator signals: they never
+    # refuse a face on their own, only turn a non-match into RETRY poor_lighting.
     min_brightness: float = 40.0
-    # Largest mean grey level (0-255) of the aligned face (TOO_BRIGHT).
+    # Largest mean grey level (0-255) of the aligned face (TOO_BRIGHT); an operator signal.
     max_brightness: float = 220.0
     # Smallest standard deviation of the aligned face's grey levels (TOO_DARK). Webcam
     # frames measure 12.8 and up; contrast cut to a quarter (74 % no longer match) ~5.

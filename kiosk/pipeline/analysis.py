@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from kiosk.errors import ConfigError, LowQuality, Undecidable
 from kiosk.pipeline import injection, quality
 from kiosk.pipeline.align import align_face
+from kiosk.pipeline.compare import chip_sized, matched_degradation
 from kiosk.pipeline.decode import ImageLimits, decode_image
 from kiosk.pipeline.liveness import PASSIVE_CHECK, PresentationAttackSuspected
 from kiosk.pipeline.scratch import Scratch, StageTimer
@@ -85,6 +86,8 @@ class AnalysedFace:
     measures: object | None = None
     # The aligned crop (held in the scratch), for the digital-copy check of live photos.
     aligned: AlignedFace | None = None
+    # A chip-sized ID photo: both sides are embedded from a softened crop (compare.matched_degradation).
+    chip_sized: bool = False
 
 
 @dataclass(frozen=True)
@@ -117,6 +120,7 @@ def analyse_face(
     measure: Measure | None = None,
     keep: Scratch | None = None,
     tracker: FaceTracker | None = None,
+    soften: bool = False,
 ) -> AnalysedFace | CaptureProblem:
     """The subject face of a decoded image: found, quality-checked, liveness-checked, embedded.
 
@@ -160,9 +164,13 @@ def analyse_face(
             score = passive_score(models, image, face)
         if score < rules.liveness_threshold:
             return CaptureProblem(finding, PresentationAttackSuspected(score), measures)
+    # A chip-sized ID photo, and with ``soften`` a live face compared with one, are embedded
+    # from a softened crop: both sides degraded alike match better (compare.matched_degradation).
+    chip = role is ImageRole.ID_PHOTO and chip_sized(quality.inter_eye_distance(face.landmarks))
     with timer.stage("embed"):
-        embedding = (keep or scratch).keep(models.embedder.embed(aligned))
-    return AnalysedFace(finding, embedding, score, measures, aligned)
+        embedded = scratch.keep(matched_degradation(aligned)) if chip or soften else aligned
+        embedding = (keep or scratch).keep(models.embedder.embed(embedded))
+    return AnalysedFace(finding, embedding, score, measures, aligned, chip)
 
 
 def assess_quality(

@@ -5,6 +5,14 @@ UI shows ("MOVE_CLOSER", "FACE_THE_CAMERA", ...). Plain functions on arrays, so 
 arithmetic is tested without a model; the one model-based measure, eye openness,
 arrives already measured (``kiosk.pipeline.eyes``, or the face mesh in live sessions).
 Why each limit has its value: ``kiosk.settings.QualityLimits`` and README "Capture quality".
+
+Who can act on a finding decides what it does (as OFIQ / ISO/IEC 29794-5 separate
+capture-related from subject-related components): guidance the person can follow
+(move, face the camera, hold still, open eyes) refuses the face; lighting is the
+operator's (the kiosk's lamp is not the customer's to move), so TOO_DARK and TOO_BRIGHT
+never refuse a face on their own: ``failed`` leaves them out, ``operator_signals``
+returns them, and Verify turns them into a refusal only when the comparison did not
+match (then the light may be why).
 """
 
 from __future__ import annotations
@@ -25,6 +33,9 @@ HOLD_STILL = "HOLD_STILL"
 TOO_DARK = "TOO_DARK"
 TOO_BRIGHT = "TOO_BRIGHT"
 OPEN_EYES = "OPEN_EYES"
+
+# Findings only the kiosk's operator can act on (lighting): signals, never refusals by themselves.
+OPERATOR_CODES = frozenset({TOO_DARK, TOO_BRIGHT})
 
 # A face cut by the frame edge whose box is at least this share of the frame's height is
 # too close (MOVE_BACK); a smaller one is off to the side (FACE_THE_CAMERA).
@@ -180,4 +191,57 @@ def assess(
 
 
 def failed(findings: tuple[QualityFinding, ...]) -> tuple[QualityFinding, ...]:
-    return tuple(f for f in findings if not f.passed)
+    """The failed checks that refuse the face: those the person can act on."""
+    return tuple(f for f in findings if not f.passed and f.code not in OPERATOR_CODES)
+
+
+def operator_signals(findings: tuple[QualityFinding, ...]) -> tuple[QualityFinding, ...]:
+    """The failed checks only the operator can act on (lighting): reported, not refused."""
+    return tuple(f for f in findings if not f.passed and f.code in OPERATOR_CODES)
+
+
+def _ramp(value: float, bad: float, good: float) -> float:
+    """0 at ``bad``, 1 at ``good`` (either direction), linear between, clipped."""
+    if good == bad:
+        return 1.0 if value >= good else 0.0
+    return float(min(1.0, max(0.0, (value - bad) / (good - bad))))
+
+
+def frame_utility(findings: tuple[QualityFinding, ...]) -> float:
+    """How good one usable frame is for the comparison, 0..1, from its quality findings.
+
+    The product of a ramp per subject-related measure, from its refusal limit (0) to a
+    comfortable value (1): sharpness (limit -> 4x limit), pose (|yaw|, |pitch| limit ->
+    a fifth of it), eye openness (limit -> 0.5). Used to choose and weight the best frames
+    of a multi-photo Verify; lighting is the same for every frame of one kiosk and is left out.
+    """
+    by_name = {f.check: f for f in findings}
+    utility = 1.0
+    if "sharpness" in by_name:
+        f = by_name["sharpness"]
+        utility *= _ramp(f.value, f.limit, 4.0 * f.limit)
+    for name in ("yaw_ratio", "pitch_ratio"):
+        if name in by_name:
+            f = by_name[name]
+            utility *= _ramp(f.value, f.limit, 0.2 * f.limit)
+    if "eye_open_probability" in by_name:
+        f = by_name["eye_open_probability"]
+        utility *= _ramp(f.value, f.limit, max(0.5, f.limit))
+    return utility
+
+
+def commonest_refusal(findings) -> str:
+    """"; most frames needed: OPEN_EYES (7 of 12)" for a session that gave up, "" when no
+    frame was refused by a check (no face at all): the guidance that would have helped most."""
+    counts: dict[str, int] = {}
+    frames = 0
+    for finding in findings:
+        if finding.role.value != "live_frame":
+            continue
+        frames += 1
+        for code in {f.code for f in failed(finding.quality)}:
+            counts[code] = counts.get(code, 0) + 1
+    if not counts:
+        return ""
+    code, count = max(counts.items(), key=lambda kv: (kv[1], kv[0]))
+    return f"; most frames needed: {code} ({count} of {frames})"

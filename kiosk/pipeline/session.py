@@ -25,6 +25,7 @@ from typing import Protocol
 
 from kiosk.domain import Frame, FrameResult, Guidance  # noqa: F401 (re-exported: wire types)
 from kiosk.errors import InvalidRequest, MultipleFaces, Undecidable
+from kiosk.pipeline import quality
 from kiosk.pipeline.analysis import AnalysedFace, CaptureProblem, analyse_face, conclude, decide, decode_photo
 from kiosk.pipeline.challenge import (
     ChallengeFailed,
@@ -238,6 +239,8 @@ class LiveSession:
                 measure=self.measurer.measure if self.measurer is not None else None,
                 keep=self.scratch,
                 tracker=self.tracker,
+                # Compared with a chip-sized ID photo: embedded from a crop softened alike.
+                soften=self.reference.chip_sized,
             )
         return self._after_analysis(frame, index, result)
 
@@ -325,7 +328,8 @@ class LiveSession:
         if self.frames_seen < self.limits.max_frames:
             return result
         self.verification = self._result(
-            Decision.RETRY, "no_usable_live_frames", None, f"no usable face in {self.frames_seen} frames"
+            Decision.RETRY, "no_usable_live_frames", None,
+            f"no usable face in {self.frames_seen} frames" + quality.commonest_refusal(self.findings),
         )
         return FrameResult(result.frame_index, result.guidance, result.finding, self.verification)
 

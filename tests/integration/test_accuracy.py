@@ -16,10 +16,11 @@ import numpy as np
 import pytest
 
 from kiosk.calibration import score_report
-from kiosk.errors import Undecidable
+from kiosk.errors import InvalidImage, Undecidable
 from kiosk.evaluation import cross_person_impostors, embed_images, read_pairs, score_pairs, split_scores
+from kiosk.pipeline.align import align_face
 from kiosk.pipeline.analysis import CaptureProblem, analyse_face, decode_photo
-from kiosk.pipeline.compare import cosine_similarity, fuse_embeddings
+from kiosk.pipeline.compare import cosine_similarity, fuse_embeddings, matched_degradation
 from kiosk.pipeline.decode import decode_image
 from kiosk.pipeline.scratch import Scratch
 from kiosk.pipeline.types import Decision, ImageRole
@@ -115,6 +116,8 @@ def degraded_scores(verifier, faces, pairs):
     """Every 4th pair with side a turned into a chip photo (colour and grey), vs side b as live photo."""
     sample = pairs[::4]
     live = embed_images(verifier, faces, [p.b for p in sample])
+    # Verify compares a chip-sized ID photo with the live face softened alike.
+    softened = {path: _softened_embedding(verifier, faces / path) for path in sorted({p.b for p in sample})}
     results = {"colour": [], "grey": []}
     for pair in sample:
         image = decode_image((faces / pair.a).read_bytes(), verifier.image_limits)
@@ -132,10 +135,20 @@ def degraded_scores(verifier, faces, pairs):
                 if isinstance(reference, CaptureProblem):
                     results[variant].append((pair.same, None))
                     continue
-                b = live.get(pair.b)
+                b = (softened if reference.chip_sized else live).get(pair.b)
                 score = None if b is None else cosine_similarity(reference.embedding, b)
             results[variant].append((pair.same, score))
     return results
+
+
+def _softened_embedding(verifier, path):
+    try:
+        with Scratch() as scratch:
+            image = scratch.keep(decode_image(path.read_bytes(), verifier.image_limits))
+            face = verifier.subject_face(scratch, image, ImageRole.ID_PHOTO)
+            return verifier.embedder.embed(matched_degradation(align_face(image, face.landmarks)))
+    except (Undecidable, InvalidImage):
+        return None
 
 
 class _NullTimer:
