@@ -669,7 +669,7 @@ def build_parser() -> argparse.ArgumentParser:
     acceptance.add_argument("--max-genuine", type=int, help="at most this many genuine pairs per subset (bounds the run)")
     acceptance.add_argument("--no-chip", action="store_true", help="skip the simulated chip-photo path")
     acceptance.add_argument("--no-attacks", action="store_true", help="skip the spoof set (BPCER/APCER)")
-    acceptance.add_argument("--json", action="store_true")
+    acceptance.add_argument("--json", action="store_true", help="print the report as strict JSON")
     acceptance.set_defaults(handler=cmd_acceptance_report)
 
     audit = commands.add_parser("audit", help="audit log tools (kiosk audit verify --help)")

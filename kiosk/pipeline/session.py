@@ -145,6 +145,8 @@ class LiveSession:
         self.timer = StageTimer()
         self.findings: list[FaceFinding] = []
         self.reference: Embedding | None = None
+        # A chip-sized ID photo: frames are embedded from crops softened alike (analysis.py).
+        self.chip_sized_id_photo = False
         self.live_embeddings: list[Embedding] = []
         self.frames_seen = 0
         self.last_timestamp_ms: int | None = None
@@ -198,6 +200,7 @@ class LiveSession:
             self.verification = self._result(Decision.RETRY, result.error.reason, None, result.error.message)
         else:
             self.reference = result.embedding
+            self.chip_sized_id_photo = result.chip_sized
         return self.verification
 
     def add_frame(self, frame: Frame, *, wipe_payload: bool = False) -> FrameResult:
@@ -240,7 +243,7 @@ class LiveSession:
                 keep=self.scratch,
                 tracker=self.tracker,
                 # Compared with a chip-sized ID photo: embedded from a crop softened alike.
-                soften=self.reference.chip_sized,
+                soften=self.chip_sized_id_photo,
             )
         return self._after_analysis(frame, index, result)
 

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from kiosk.calibration import Calibration, load_calibration
-from kiosk.errors import ConfigError, InvalidRequest, LowQuality, NoFace
+from kiosk.errors import ConfigError, InvalidRequest, LowQuality, NoFace, Undecidable
 from kiosk.liveness_calibration import LivenessCalibration, load_liveness_calibration
 from kiosk.pipeline.analysis import (  # noqa: F401 (decide, refused_liveness: re-exported for callers)
     AnalysedFace,
@@ -169,8 +169,7 @@ class Verifier:
         photos = [(ImageRole.ID_PHOTO, 0, id_photo)] + [(ImageRole.LIVE_FRAME, i, p) for i, p in enumerate(live_photos)]
         with Scratch() as scratch:
             reference: AnalysedFace | None = None
-            live: list[AnalysedFace] = []
-            first_refusal = None
+            live_results: list[AnalysedFace | CaptureProblem] = []
             for role, index, encoded in photos:
                 image = decode_photo(encoded, self.rules, scratch, timer)
                 result = analyse_face(
@@ -179,27 +178,21 @@ class Verifier:
                     soften=reference is not None and reference.chip_sized,
                 )
                 findings.append(result.finding)
-                if isinstance(result, CaptureProblem):
+                if role is ImageRole.LIVE_FRAME:
+                    live_results.append(result)
+                elif isinstance(result, CaptureProblem):
                     e = result.error
-                    # A live photo refused for capture (no face, mid-blink, motion) is left out
-                    # as long as another one is usable: a bad frame never fails the call. An
-                    # unusable ID photo, an attack or a second person still ends it.
-                    if role is ImageRole.LIVE_FRAME and isinstance(e, (LowQuality, NoFace)):
-                        first_refusal = first_refusal or e
-                        continue
                     return conclude(
                         Decision.RETRY, e.reason, None, operating_point, findings, self.model_versions, timer,
                         e.message, refused_liveness(e),
                     )
-                if role is ImageRole.ID_PHOTO:
-                    reference = result
                 else:
-                    live.append(result)
-            if not live:
-                e = first_refusal
+                    reference = result
+            live = usable_live_faces(live_results)
+            if isinstance(live, Undecidable):
                 return conclude(
-                    Decision.RETRY, e.reason, None, operating_point, findings, self.model_versions, timer,
-                    e.message, refused_liveness(e),
+                    Decision.RETRY, live.reason, None, operating_point, findings, self.model_versions, timer,
+                    live.message, refused_liveness(live),
                 )
             copy = copy_of_id_photo(reference, live)
             if copy is not None:
@@ -258,6 +251,25 @@ def copy_of_id_photo(reference: AnalysedFace, live: Sequence[AnalysedFace]) -> i
 # RETRY reason of a non-match under a lighting signal: counted per reason by the service's
 # retry metric (kiosk_retries_total{reason="poor_lighting"}), the operator's cue to fix the lamp.
 POOR_LIGHTING = "poor_lighting"
+
+
+def usable_live_faces(results: Sequence[AnalysedFace | CaptureProblem]) -> list[AnalysedFace] | Undecidable:
+    """The live photos to decide on, or why there are none.
+
+    Photos refused for capture (no face, low quality: mid-blink, motion) are left out as
+    long as one is usable, so a bad frame never fails the call; a presentation-attack
+    refusal or a second person on any photo still ends it. With no usable photo, the
+    first capture refusal (its guidance).
+    """
+    usable, first_refusal = [], None
+    for result in results:
+        if isinstance(result, AnalysedFace):
+            usable.append(result)
+        elif isinstance(result.error, (LowQuality, NoFace)):
+            first_refusal = first_refusal or result.error
+        else:
+            return result.error
+    return usable or first_refusal
 
 
 def fuse_best_frames(live: Sequence[AnalysedFace]) -> Embedding:

@@ -9,7 +9,7 @@ from kiosk.pipeline.compare import best_frames, cosine_similarity, fuse_embeddin
 from kiosk.pipeline.liveness import PresentationAttackSuspected
 from kiosk.pipeline.quality import OPERATOR_CODES, failed, frame_utility, operator_signals
 from kiosk.pipeline.types import QualityFinding
-from kiosk.pipeline.verifier import analyse_best_frames
+from kiosk.pipeline.verifier import usable_live_faces
 
 
 def unit(seed, dim=16):
@@ -55,27 +55,24 @@ def test_lighting_findings_are_operator_signals_not_refusals():
     assert {"TOO_BRIGHT", "TOO_DARK"} == set(OPERATOR_CODES)
 
 
-class Analysed:
-    def __init__(self, name):
-        self.name = name
-
-
 def test_a_multi_photo_verify_skips_bad_frames_but_never_an_attack():
-    def analyse(i, photo):
-        if photo == b"blink":
-            raise LowQuality("low_quality", "the live frame is not usable: OPEN_EYES")
-        if photo == b"empty":
-            raise NoFace("no_face_in_live_frame", "no face")
-        if photo == b"print":
-            raise PresentationAttackSuspected(0.1)
-        return Analysed(photo)
+    from kiosk.pipeline.analysis import AnalysedFace, CaptureProblem
+    from kiosk.pipeline.types import FaceFinding, ImageRole
 
-    kept = analyse_best_frames(analyse, [b"blink", b"good1", b"empty", b"good2"])
-    assert [k.name for k in kept] == [b"good1", b"good2"]
-    with pytest.raises(LowQuality):
-        analyse_best_frames(analyse, [b"blink", b"empty"])
-    with pytest.raises(PresentationAttackSuspected):
-        analyse_best_frames(analyse, [b"good1", b"print"])
+    def result(kind):
+        finding = FaceFinding(ImageRole.LIVE_FRAME, 0, kind != "empty")
+        if kind == "blink":
+            return CaptureProblem(finding, LowQuality("low_quality", "the live frame is not usable: OPEN_EYES"))
+        if kind == "empty":
+            return CaptureProblem(finding, NoFace("no_face_in_live_frame", "no face"))
+        if kind == "print":
+            return CaptureProblem(finding, PresentationAttackSuspected(0.1))
+        return AnalysedFace(finding, np.zeros(4, np.float32))
+
+    good1, good2 = result("good"), result("good")
+    assert usable_live_faces([result("blink"), good1, result("empty"), good2]) == [good1, good2]
+    assert isinstance(usable_live_faces([result("blink"), result("empty")]), LowQuality)
+    assert isinstance(usable_live_faces([good1, result("print")]), PresentationAttackSuspected)
 
 
 def test_a_session_that_gives_up_names_the_guidance_most_frames_needed():
