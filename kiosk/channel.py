@@ -150,6 +150,8 @@ def create_channel(
             certificate_chain=_read(cert, "client certificate") if cert is not None else None,
         )
         return grpc.secure_channel(target, credentials, options=options)
+    if server_name:
+        raise ChannelError("--server-name is only used with TLS: give the server's CA certificate too")
     if cert is not None:
         raise ChannelError("a client certificate is only used with TLS: give the server's CA certificate too")
     return grpc.insecure_channel(target, options=options)

@@ -68,12 +68,16 @@ def test_one_attack_among_live_photos_fails_the_verification(verifier, photos, p
     assert (result.decision, result.liveness.status) == (Decision.RETRY, LivenessStatus.FAILED)
 
 
-def test_live_photos_pass_and_report_the_lowest_score(verifier, photos):
-    live = [p.read_bytes() for p in photos.nuaa_frames[:2]]
+def test_live_photos_pass_and_report_the_lowest_score(verifier, photos, faces):
+    # Live frames of another webcam session than the "ID photo": frames of the same
+    # one-second clip are near-copies of it, which the digital-copy check refuses
+    # (kiosk.pipeline.injection; cosine 0.90-0.94 there against 0.71-0.75 across sessions).
+    other_session = sorted((faces / "nuaa__s01").glob("0001_00_00_02_*.jpg"))[:2]
+    live = [p.read_bytes() for p in other_session]
     result = verifier.verify(photos.nuaa_id.read_bytes(), live)
     assert result.decision is Decision.MATCH
     assert result.liveness.status is LivenessStatus.PASSED
-    scores = [verifier.passive_score_file(p) for p in photos.nuaa_frames[:2]]
+    scores = [verifier.passive_score_file(p) for p in other_session]
     assert result.liveness.passive_score == pytest.approx(min(scores))
     assert "liveness" in result.timings_ms
 
