@@ -89,3 +89,10 @@ def percentiles():
         benchmark.extra_info["p95_ms"] = round(data[min(len(data) - 1, round(0.95 * (len(data) - 1)))] * 1000, 2)
 
     return _record
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # pyproject's addopts run the suite on xdist workers, where pytest-benchmark would
+    # silently stop timing: ask for one process instead of printing no figures.
+    if config.getoption("benchmark_enable", False) and config.getoption("numprocesses", None):
+        raise pytest.UsageError("timed benchmarks run in one process: add -n 0 (python -m pytest tests/bench -n 0 --benchmark-enable)")

@@ -3,7 +3,7 @@ and frames per second streamed through a VerifySession.
 
 Under the suite's default ``--benchmark-disable`` each runs once, untimed. Timed:
 
-    python -m pytest tests/bench/test_bench_grpc.py --benchmark-enable
+    python -m pytest tests/bench/test_bench_grpc.py -n 0 --benchmark-enable
 
 runs ``ROUNDS`` calls of each; the report shows min/median/mean, and ``extra_info``
 (``--benchmark-json``) adds the p95 and the hardware profile the numbers belong to.

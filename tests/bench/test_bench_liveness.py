@@ -4,7 +4,7 @@ Each is one ``benchmark(fn, *args)`` call on a real 640x480 webcam frame whose f
 detected and aligned outside the timing. Untimed (run once) under the suite's
 ``--benchmark-disable``; for figures:
 
-    python -m pytest tests/bench/test_bench_liveness.py --benchmark-enable
+    python -m pytest tests/bench/test_bench_liveness.py -n 0 --benchmark-enable
 
 ``test_bench_passive_liveness`` is the whole per-frame cost of the passive check (crop,
 resize, fr_liveness, softmax); ``test_bench_eye_state`` the eye model's two patches;

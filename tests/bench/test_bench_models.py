@@ -10,7 +10,7 @@ every Conv, Gemm and MatMul at those shapes) and, when timed (``--benchmark-enab
 the achieved GFLOP/s (FLOPs / median time) against this machine's float32 peak (a large
 numpy matmul at the profile's thread count):
 
-    python -m pytest tests/bench/test_bench_models.py --benchmark-enable --benchmark-json=models.json
+    python -m pytest tests/bench/test_bench_models.py -n 0 --benchmark-enable --benchmark-json=models.json
 """
 
 from __future__ import annotations

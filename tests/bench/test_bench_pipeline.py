@@ -3,7 +3,7 @@
 Each is one ``benchmark(fn, *args)`` call on inputs prepared outside the timing.
 Untimed (run once) under the suite's ``--benchmark-disable``; for figures:
 
-    python -m pytest tests/bench/test_bench_pipeline.py --benchmark-enable --benchmark-json=bench.json
+    python -m pytest tests/bench/test_bench_pipeline.py -n 0 --benchmark-enable --benchmark-json=bench.json
 
 Every result is stamped with the hardware profile, thread count and model versions.
 

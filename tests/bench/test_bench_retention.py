@@ -22,7 +22,7 @@ the arena variant gets a copy of the profile with ``enable_cpu_mem_arena = true`
 
 Untimed (one call each) under the suite's ``--benchmark-disable``. Figures:
 
-    python -m pytest tests/bench/test_bench_retention.py --benchmark-enable
+    python -m pytest tests/bench/test_bench_retention.py -n 0 --benchmark-enable
 
 ``extra_info`` (``--benchmark-json``) holds the median and p95 in ms and the machine.
 The server shares the machine with the client and anything else running: compare

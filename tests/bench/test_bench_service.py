@@ -14,7 +14,7 @@ hardening in force.
   keeps something per input shape would grow with the kiosk's variety of ID photos, and
   a soak of one photo would hide it.
 
-    KIOSK_SOAK_REQUESTS=10000 python -m pytest tests/bench/test_bench_service.py -k soak --benchmark-enable \\
+    KIOSK_SOAK_REQUESTS=10000 python -m pytest tests/bench/test_bench_service.py -k soak -n 0 --benchmark-enable \\
         --benchmark-json=soak.json
 """
 

@@ -4,7 +4,7 @@ Each is one ``benchmark(fn, *args)`` call on a real 640x480 webcam frame whose f
 detected outside the timing. Untimed (run once) under the suite's
 ``--benchmark-disable``; for figures:
 
-    python -m pytest tests/bench/test_bench_session.py --benchmark-enable
+    python -m pytest tests/bench/test_bench_session.py -n 0 --benchmark-enable
 
 ``test_bench_mesh_measures`` is the whole per-frame cost of the challenges (crop,
 mesh inference, landmarks back to image pixels, EAR/MAR/yaw/pitch); the state machine
