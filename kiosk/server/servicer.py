@@ -10,6 +10,7 @@ until gRPC drops the message; glibc overwrites it then (``kiosk.runtime.hardenin
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -116,7 +117,15 @@ class KioskServicer(kiosk_pb2_grpc.KioskServicer):
             deadline = CallDeadline.start(context, self.settings.service.session_deadline_s)
             with StreamReader(requests) as reader:
                 caller, meta, session = self._open_session(verifier, reader, deadline, context)
-                with session, self._audit_cancellation(caller, meta, verifier):
+                audit = AuditOnce()
+                # gRPC may never resume (or close) the handler of a stream the client cancelled
+                # while it waits at an event: the call's end is recorded from gRPC's own callback.
+                cancelled = lambda: audit.claim() and self.policy.record_cancelled(  # noqa: E731
+                    caller, meta, verifier.model_versions
+                )
+                if not context.add_callback(cancelled):
+                    cancelled()
+                with session, self._audit_cancellation(caller, meta, verifier, audit):
                     while not session.done:
                         message = reader.read(
                             deadline, f"frame {session.frames_seen}", self.settings.service.frame_idle_timeout_s
@@ -134,7 +143,7 @@ class KioskServicer(kiosk_pb2_grpc.KioskServicer):
                         deadline.check(f"analysing frame {result.frame_index}")
                         yield from convert.frame_events(result)
                     verification = session.verification
-                    if not context.is_active():
+                    if not context.is_active() or not audit.claim():
                         raise Cancelled("the client cancelled the session before its decision")
                     audit_id, receipt = self._record("VerifySession", caller, meta, verification)
             yield convert.decision_event(self.policy.for_caller(caller, verification), meta.request_id, audit_id, receipt)
@@ -165,13 +174,23 @@ class KioskServicer(kiosk_pb2_grpc.KioskServicer):
         return caller, opening.meta, session
 
     @contextmanager
-    def _audit_cancellation(self, caller: Caller, meta: CallMeta, verifier: Verifier) -> Iterator[None]:
-        """A session the client cancels after it opened is audited as cancelled (it got no decision)."""
+    def _audit_cancellation(
+        self, caller: Caller, meta: CallMeta, verifier: Verifier, audit: "AuditOnce"
+    ) -> Iterator[None]:
+        """A session the client cancels after it opened is audited as cancelled (it got no decision).
+
+        Exactly once, whichever sees the end first: this handler, or gRPC's end-of-call
+        callback; a session that ends with an error the client was sent records nothing.
+        """
         try:
             yield
         except (Cancelled, status.ClientCancelled, GeneratorExit):
             # GeneratorExit: gRPC dropped the stream of a cancelled call at one of its events.
-            self.policy.record_cancelled(caller, meta, verifier.model_versions)
+            if audit.claim():
+                self.policy.record_cancelled(caller, meta, verifier.model_versions)
+            raise
+        except BaseException:
+            audit.claim()
             raise
 
     def _caller(self, context: grpc.ServicerContext, meta: CallMeta) -> Caller:
@@ -183,3 +202,17 @@ class KioskServicer(kiosk_pb2_grpc.KioskServicer):
         with status.mapped_errors(context, "GetInfo"):
             signer = self.receipts.signer if self.receipts is not None else None
             return convert.info_to_proto(collect_info(self.settings, self.verifier.get(), signer))
+
+
+class AuditOnce:
+    """One audit record per session: the decision, or the cancellation, never both."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._taken = False
+
+    def claim(self) -> bool:
+        """True for the first caller only."""
+        with self._lock:
+            taken, self._taken = self._taken, True
+            return not taken
