@@ -282,29 +282,34 @@ def _parse_line(raw: bytes, key: bytes) -> AuditRecord:
 # --------------------------------------------------------------------------- key
 
 
-def load_audit_key(path: str | Path) -> bytes:
-    """Read the HMAC key; refuse a file others can access or a key under 32 bytes.
-
-    Accepts hex text or raw bytes, see the module docstring.
-    """
+def read_private_file(path: str | Path, what: str, missing_hint: str = "") -> bytes:
+    """The bytes of a key file that only its owner may read; ``ConfigError`` naming ``what`` otherwise."""
     path = Path(path)
     try:
         # fstat of the opened file, not stat of the name: no swap between check and read.
         with open(path, "rb") as f:
             info = os.fstat(f.fileno())
             if not stat.S_ISREG(info.st_mode):
-                raise ConfigError(f"audit key file {path} is not a regular file")
+                raise ConfigError(f"{what} {path} is not a regular file")
             mode = stat.S_IMODE(info.st_mode)
             if mode & 0o077:
                 raise ConfigError(
-                    f"audit key file {path} has mode {mode:04o}; group and others must have no access "
+                    f"{what} {path} has mode {mode:04o}; group and others must have no access "
                     f"(0600 or stricter: chmod 600 {path})"
                 )
-            content = f.read()
+            return f.read()
     except FileNotFoundError:
-        raise ConfigError(f"audit key file {path}: no such file") from None
+        raise ConfigError(f"{what} {path}: no such file{missing_hint}") from None
     except OSError as e:
-        raise ConfigError(f"audit key file {path}: {e.strerror}") from None
+        raise ConfigError(f"{what} {path}: {e.strerror}") from None
+
+
+def load_audit_key(path: str | Path) -> bytes:
+    """Read the HMAC key; refuse a file others can access or a key under 32 bytes.
+
+    Accepts hex text or raw bytes, see the module docstring.
+    """
+    content = read_private_file(path, "audit key file")
     stripped = content.strip()
     if _HEX_TEXT.fullmatch(stripped):
         key, form = bytes.fromhex(stripped.decode("ascii")), "hex-decoded"

@@ -36,7 +36,6 @@ import hashlib
 import json
 import math
 import os
-import stat
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -199,23 +198,10 @@ def load_private_key(path: str | Path):
     """The Ed25519 key of ``path`` (PKCS#8 PEM, unencrypted); refuse a file others can access."""
     from cryptography.hazmat.primitives import serialization
 
+    from kiosk.audit import read_private_file
+
     path = Path(path)
-    try:
-        with open(path, "rb") as f:
-            info = os.fstat(f.fileno())
-            if not stat.S_ISREG(info.st_mode):
-                raise ConfigError(f"receipt key file {path} is not a regular file")
-            mode = stat.S_IMODE(info.st_mode)
-            if mode & 0o077:
-                raise ConfigError(
-                    f"receipt key file {path} has mode {mode:04o}; group and others must have no access "
-                    f"(chmod 600 {path})"
-                )
-            data = f.read()
-    except FileNotFoundError:
-        raise ConfigError(f"receipt key file {path}: no such file (make one with kiosk keygen --out {path})") from None
-    except OSError as e:
-        raise ConfigError(f"receipt key file {path}: {e.strerror}") from None
+    data = read_private_file(path, "receipt key file", f" (make one with kiosk keygen --out {path})")
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError) as e:
