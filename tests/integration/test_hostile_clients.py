@@ -576,12 +576,16 @@ def test_a_session_cancelled_after_it_opened_is_audited_as_cancelled(start_serve
     running = start_server(settings_with(challenges=False, rate_limit_per_s=0.0))
     stop = threading.Event()
 
-    def start_only() -> Iterator[pb.SessionRequest]:
+    def start_and_one_frame() -> Iterator[pb.SessionRequest]:
         yield start_message(photos.nuaa_id.read_bytes(), request_id="left")
+        yield frame_message(photos.nuaa_frames[0].read_bytes(), timestamp_ms=1000)
         stop.wait()
 
-    call = running.stub().VerifySession(start_only(), timeout=TIMEOUT)
-    time.sleep(1.0)  # the session has opened and waits for its first frame
+    call = running.stub().VerifySession(start_and_one_frame(), timeout=TIMEOUT)
+    # The first frame's result proves the session opened (a fixed sleep did not, on two busy
+    # cores: a call cancelled before its start message was analysed is not a session yet).
+    first = next(call)
+    assert first.WhichOneof("kind") == "frame_result"
     call.cancel()
     stop.set()
     # Written from gRPC's end-of-call callback: a handler gRPC leaves suspended at an event
