@@ -38,14 +38,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from kiosk.errors import InvalidImage, Undecidable
+from kiosk.errors import InvalidImage
 from kiosk.evaluation import person_of
 from kiosk.liveness_calibration import read_spoof_labels, upper_bound_95
-from kiosk.pipeline import quality
-from kiosk.pipeline.align import align_face
-from kiosk.pipeline.compare import chip_sized, cosine_similarity, matched_degradation
+from kiosk.pipeline import analysis, quality
+from kiosk.pipeline.analysis import CaptureProblem, decode_photo
+from kiosk.pipeline.compare import cosine_similarity
 from kiosk.pipeline.decode import decode_image
-from kiosk.pipeline.scratch import Scratch
+from kiosk.pipeline.scratch import Scratch, StageTimer
 from kiosk.pipeline.types import Box, Embedding, ImageRole, QualityFinding
 
 # The webcam-style subsets of the shared set and the camera each stands for.
@@ -195,7 +195,8 @@ class FaceOutcome:
 
     ``reason`` is "" when the face is usable (Verify would go on to compare it), else the
     refusal Verify would answer with. ``embedding`` is there whenever a face was found,
-    refused or not, so the comparison-alone figure can be computed.
+    refused or not, so the comparison-alone figure can be computed; it is the softened
+    crop's where Verify would soften (a chip-sized ID photo, and a live face compared with one).
     """
 
     reason: str
@@ -204,8 +205,6 @@ class FaceOutcome:
     embedding: Embedding | None = None
     box: Box | None = None
     chip_sized: bool = False
-    # The embedding of the softened crop, used when the other side is a chip-sized ID photo.
-    softened: Embedding | None = None
 
     @property
     def refusal_codes(self) -> tuple[str, ...]:
@@ -216,36 +215,30 @@ class FaceOutcome:
         return self.reason in ("", "presentation_attack_suspected")
 
 
-def analyse_face(verifier, encoded: bytes, role: ImageRole) -> FaceOutcome:
-    """The per-face stages of ``Verifier.analyse`` for one image, recording every outcome.
+def analyse_face(verifier, encoded: bytes, role: ImageRole, soften: bool = False) -> FaceOutcome:
+    """One image through the pipeline's own ``analyse_face``, as Verify analyses it.
 
-    Same calls in the same order; the only difference is that a refused face is still
-    embedded (for the comparison-alone figure) and the passive score is recorded, not raised.
+    The only difference (``gate=False``): a refused face is still embedded (for the
+    comparison-alone figure) and its passive score recorded, with the refusal Verify would give.
     """
     with Scratch() as scratch:
         try:
-            image = scratch.keep(decode_image(encoded, verifier.image_limits))
-            face = verifier.subject_face(scratch, image, role)
+            image = decode_photo(encoded, verifier.rules, scratch, StageTimer())
         except InvalidImage:
             return FaceOutcome("invalid_image")
-        except Undecidable as e:
-            return FaceOutcome(e.reason)
-        aligned = scratch.keep(align_face(image, face.landmarks))
-        checks = verifier.assess_quality(image, face, aligned, role)
-        passive = None
-        if role is ImageRole.LIVE_FRAME:
-            passive = verifier.passive_liveness.score(image, face)
-        embedding = np.array(verifier.embedder.embed(aligned), copy=True)
-        # Verify embeds both faces of a comparison with a chip-sized ID photo from softened crops.
-        chip = role is ImageRole.ID_PHOTO and chip_sized(quality.inter_eye_distance(face.landmarks))
-        softened = np.array(verifier.embedder.embed(matched_degradation(aligned)), copy=True)
-    if quality.failed(checks):
-        reason = "low_quality"
-    elif passive is not None and passive < verifier.liveness_calibration.threshold:
-        reason = "presentation_attack_suspected"
-    else:
-        reason = ""
-    return FaceOutcome(reason, checks, passive, softened if chip else embedding, face.box, chip, softened)
+        result = analysis.analyse_face(
+            verifier.models, image, role, verifier.rules, scratch, StageTimer(),
+            passive_liveness=role is ImageRole.LIVE_FRAME, soften=soften, gate=False,
+        )
+        if isinstance(result, CaptureProblem):
+            return FaceOutcome(result.error.reason)
+        finding = result.finding
+        reason = result.refusal.reason if result.refusal is not None else ""
+        # Copied out of the scratch, which zeroes its buffers when the face is done.
+        embedding = np.array(result.embedding, copy=True)
+        return FaceOutcome(
+            reason, finding.quality, result.passive_score, embedding, finding.box, result.chip_sized
+        )
 
 
 # --- transactions --------------------------------------------------------------------------
@@ -269,7 +262,7 @@ def decide_transaction(reference: FaceOutcome, live: FaceOutcome, threshold: flo
             if outcome.reason == "low_quality":
                 detail += f"({side}):" + "+".join(outcome.refusal_codes)
             return outcome.reason, detail, None
-    similarity = cosine_similarity(reference.embedding, probe_of(reference, live))
+    similarity = cosine_similarity(reference.embedding, live.embedding)
     if similarity >= threshold:
         return "match", "", similarity
     # As Verify: a non-match with a lighting signal on either side is a lighting retry.
@@ -279,14 +272,10 @@ def decide_transaction(reference: FaceOutcome, live: FaceOutcome, threshold: flo
     return "no_match", "", similarity
 
 
-def probe_of(reference: FaceOutcome, live: FaceOutcome) -> Embedding:
-    return live.softened if reference.chip_sized else live.embedding
-
-
 def comparison_alone(reference: FaceOutcome, live: FaceOutcome) -> float | None:
     if reference.embedding is None or live.embedding is None:
         return None
-    return cosine_similarity(reference.embedding, probe_of(reference, live))
+    return cosine_similarity(reference.embedding, live.embedding)
 
 
 CAPTURE_REASONS = ("no_face", "multiple_faces", "low_quality", "invalid_image", "poor_lighting")
@@ -446,7 +435,7 @@ def run_report(
     """Run every transaction of the report (bounded: see ``variation_every`` and ``impostors_per_condition``)."""
     point = verifier.operating_point(None)
     report = Report(point.threshold, point.target_fmr, verifier.liveness_calibration.threshold)
-    cache: dict[tuple[str, str, str], FaceOutcome] = {}
+    cache: dict[tuple[str, str, str, bool], FaceOutcome] = {}
     images_bytes: dict[str, bytes] = {}
 
     def raw(path: str) -> bytes:
@@ -454,8 +443,8 @@ def run_report(
             images_bytes[path] = (root / path).read_bytes()
         return images_bytes[path]
 
-    def outcome(path: str, role: ImageRole, condition: str) -> FaceOutcome:
-        key = (path, role.value, condition)
+    def outcome(path: str, role: ImageRole, condition: str, soften: bool = False) -> FaceOutcome:
+        key = (path, role.value, condition, soften)
         if key not in cache:
             crop = role is ImageRole.LIVE_FRAME and path.startswith(FACE_CROP_FOLDERS)
             if condition == "as_captured" and not crop:
@@ -472,7 +461,7 @@ def run_report(
             else:
                 image = decode_image(raw(path), verifier.image_limits)
                 encoded = encode_capture(VARIATIONS[condition](framed_crop(image) if crop else image))
-            result = analyse_face(verifier, encoded, role)
+            result = analyse_face(verifier, encoded, role, soften)
             if crop and result.reason == "presentation_attack_suspected":
                 # A crop on a made-up canvas is no camera frame: the passive model reads the
                 # canvas, not the person (all 120 framed pigface crops score below the
@@ -483,7 +472,8 @@ def run_report(
 
     def transact(pair_set: PairSet, a: str, b: str, genuine: bool, id_condition: str, live_condition: str, label: str):
         reference = outcome(a, ImageRole.ID_PHOTO, id_condition)
-        live = outcome(b, ImageRole.LIVE_FRAME, live_condition)
+        # As Verify: a live face compared with a chip-sized ID photo is embedded from a softened crop.
+        live = outcome(b, ImageRole.LIVE_FRAME, live_condition, soften=reference.chip_sized)
         decision, detail, similarity = decide_transaction(reference, live, report.threshold)
         report.add(Transaction(pair_set.subset, label, genuine, decision, detail, similarity,
                                comparison_alone(reference, live)))
@@ -539,9 +529,8 @@ def run_report(
         progress("presentation attacks")
         report.pad = attack_figures(verifier, root, outcome)
     for o in cache.values():
-        for embedding in (o.embedding, o.softened):
-            if embedding is not None:
-                embedding.fill(0)
+        if o.embedding is not None:
+            o.embedding.fill(0)
     return report
 
 

@@ -88,6 +88,9 @@ class AnalysedFace:
     aligned: AlignedFace | None = None
     # A chip-sized ID photo: both sides are embedded from a softened crop (compare.matched_degradation).
     chip_sized: bool = False
+    # Only from ``analyse_face(..., gate=False)`` (the offline acceptance report): why Verify
+    # would have refused this face, which was embedded anyway.
+    refusal: Undecidable | None = None
 
 
 @dataclass(frozen=True)
@@ -121,6 +124,7 @@ def analyse_face(
     keep: Scratch | None = None,
     tracker: FaceTracker | None = None,
     soften: bool = False,
+    gate: bool = True,
 ) -> AnalysedFace | CaptureProblem:
     """The subject face of a decoded image: found, quality-checked, liveness-checked, embedded.
 
@@ -129,6 +133,11 @@ def analyse_face(
     found, usable or not, before the liveness check. ``tracker`` (a live session's)
     looks for the face in a window around the last one, with full-frame scans often
     enough to catch a second person (``kiosk.pipeline.tracking``).
+
+    ``gate=False`` is for the offline acceptance report only: a face that fails quality or
+    liveness is still scored and embedded, and what Verify would have answered is in
+    ``AnalysedFace.refusal``, so the report can say whether the comparison alone would
+    have decided correctly. Same stages, same order, same limits.
     """
     with timer.stage("detect"):
         try:
@@ -151,26 +160,30 @@ def analyse_face(
     if measure is not None:
         with timer.stage("landmarks"):
             measures = measure(image, face)
+    refusal: Undecidable | None = None
     problems = quality.failed(checks)
     if problems:
         codes = ", ".join(sorted({p.code for p in problems}))
-        error = LowQuality("low_quality", f"the {role.value.replace('_', ' ')} is not usable: {codes}")
-        return CaptureProblem(finding, error, measures)
+        refusal = LowQuality("low_quality", f"the {role.value.replace('_', ' ')} is not usable: {codes}")
+        if gate:
+            return CaptureProblem(finding, refusal, measures)
     score = None
     if passive_liveness:
         with timer.stage("liveness"):
             if rules.liveness_threshold is None:
                 raise ConfigError("no passive-liveness model or threshold loaded: run kiosk liveness-report --out")
             score = passive_score(models, image, face)
-        if score < rules.liveness_threshold:
-            return CaptureProblem(finding, PresentationAttackSuspected(score), measures)
+        if score < rules.liveness_threshold and refusal is None:
+            refusal = PresentationAttackSuspected(score)
+            if gate:
+                return CaptureProblem(finding, refusal, measures)
     # A chip-sized ID photo, and with ``soften`` a live face compared with one, are embedded
     # from a softened crop: both sides degraded alike match better (compare.matched_degradation).
     chip = role is ImageRole.ID_PHOTO and chip_sized(quality.inter_eye_distance(face.landmarks))
     with timer.stage("embed"):
         embedded = scratch.keep(matched_degradation(aligned)) if chip or soften else aligned
         embedding = (keep or scratch).keep(models.embedder.embed(embedded))
-    return AnalysedFace(finding, embedding, score, measures, aligned, chip)
+    return AnalysedFace(finding, embedding, score, measures, aligned, chip, refusal)
 
 
 def assess_quality(
