@@ -216,12 +216,19 @@ def _progress_lines(items: list, every_s: float = 30.0):
 def _scored_pairs(args: argparse.Namespace, settings: Settings, pairs):
     from kiosk.evaluation import embed_images, score_pairs, wipe
     from kiosk.pipeline.verifier import Verifier
+    from kiosk.runtime.profile import select_profile
 
-    # Only the models scoring pairs needs: no liveness, eye or mesh model.
+    # Only the models scoring pairs needs: no liveness, eye or mesh model. The profile's
+    # threads go to images analysed side by side, one onnxruntime thread each (embed_images).
+    workers = select_profile(settings.hardware.profile).onnxruntime.intra_op_threads
     verifier = Verifier.load(
-        settings, calibrated=not getattr(args, "uncalibrated", False), roles=("detector", "embedder")
+        settings,
+        calibrated=not getattr(args, "uncalibrated", False),
+        roles=("detector", "embedder"),
+        threads_per_call=1,
     )
-    embeddings = embed_images(verifier, Path(args.root), [p.a for p in pairs] + [p.b for p in pairs], _progress)
+    paths = [p.a for p in pairs] + [p.b for p in pairs]
+    embeddings = embed_images(verifier, Path(args.root), paths, _progress, workers=workers)
     try:
         without_face = {path for path, embedding in embeddings.items() if embedding is None}
         return verifier, score_pairs(pairs, embeddings), (len(embeddings), len(without_face))

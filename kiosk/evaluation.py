@@ -18,6 +18,7 @@ tests/integration/test_ops.py pins the cause.
 from __future__ import annotations
 
 import csv
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,23 +88,50 @@ def _read_pair_file(path: Path, default_subset: str) -> list[Pair]:
 
 
 def embed_images(
-    verifier: Verifier, root: Path, paths: Iterable[str], progress: Callable[[Iterable[str]], Iterable[str]] = iter
+    verifier: Verifier,
+    root: Path,
+    paths: Iterable[str],
+    progress: Callable[[list], Iterable] = iter,
+    workers: int = 1,
 ) -> dict[str, Embedding | None]:
-    """Embedding of each image's subject face (None when no usable face), quality not gated."""
+    """Embedding of each image's subject face (None when no usable face), quality not gated.
+
+    ``workers`` images are analysed at once (onnxruntime and OpenCV release the GIL): with
+    a verifier of one onnxruntime thread per call (``Verifier.load(threads_per_call=1)``),
+    two workers embedded 230 LFW images in 0.61x the time of one at a time on two threads
+    (2-core x86, quiet: 5.7 s against 9.3 s). Results come back in path order, so
+    ``progress`` counts finished images.
+    """
     if not root.is_dir():
         raise InvalidRequest(f"{root}: --root is not a folder")
-    embeddings: dict[str, Embedding | None] = {}
-    for relative in progress(sorted(set(paths))):
+
+    def embed_one(relative: str) -> Embedding | None:
         try:
-            embeddings[relative] = verifier.embed_file(root / relative)
+            return verifier.embed_file(root / relative)
         except (Undecidable, InvalidImage):
-            embeddings[relative] = None
-        except OSError as e:
-            # A missing image is a wrong --root or a stale CSV, not a face that was not found.
-            wipe(embeddings)
-            raise InvalidRequest(
-                f"cannot read {root / relative}: {e.strerror} (paths are relative to --root)"
-            ) from None
+            return None
+
+    embeddings: dict[str, Embedding | None] = {}
+    pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="embed")
+    futures = [(relative, pool.submit(embed_one, relative)) for relative in sorted(set(paths))]
+    try:
+        for relative, future in progress(futures):
+            try:
+                embeddings[relative] = future.result()
+            except OSError as e:
+                # A missing image is a wrong --root or a stale CSV, not a face that was not found.
+                raise InvalidRequest(
+                    f"cannot read {root / relative}: {e.strerror} (paths are relative to --root)"
+                ) from None
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
+        # Finished but not yet collected embeddings are wiped with the collected ones.
+        for relative, future in futures:
+            if relative not in embeddings and future.done() and not future.cancelled() and future.exception() is None:
+                embeddings[relative] = future.result()
+        wipe(embeddings)
+        raise
+    pool.shutdown()
     return embeddings
 
 

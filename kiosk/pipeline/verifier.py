@@ -82,15 +82,27 @@ class Verifier:
         self.image_limits = self.rules.image_limits
 
     @classmethod
-    def load(cls, settings: Settings, calibrated: bool = True, roles: Iterable[str] = ALL_ROLES) -> "Verifier":
+    def load(
+        cls,
+        settings: Settings,
+        calibrated: bool = True,
+        roles: Iterable[str] = ALL_ROLES,
+        threads_per_call: int | None = None,
+    ) -> "Verifier":
         """Hash-check and load the models of ``roles`` for the configured profile, then warm up.
 
         ``calibrated=False`` skips the calibration files (match thresholds and the liveness
         threshold): only for `kiosk calibrate` and `kiosk liveness-report` on a new model.
         A calibration is loaded only with its model's role, and refused unless it was
-        measured with that very model file (its SHA-256).
+        measured with that very model file (its SHA-256). ``threads_per_call`` overrides the
+        profile's onnxruntime threads, for the offline tools that analyse several images at once
+        (``parallel_images``).
         """
         profile = select_profile(settings.hardware.profile)
+        if threads_per_call is not None:
+            profile = dataclasses.replace(
+                profile, onnxruntime=dataclasses.replace(profile.onnxruntime, intra_op_threads=threads_per_call)
+            )
         models = load_models(settings, profile, tuple(roles))
         models_dir = settings.models.resolved_dir()
         calibration = liveness_calibration = None
