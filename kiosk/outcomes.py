@@ -64,6 +64,7 @@ GUIDANCE_CODES: dict[str, tuple[str, str]] = {
     "TOO_DARK": ("the face is too dark or has too little contrast", "Too dark: find more light"),
     "TOO_BRIGHT": ("the face is over-exposed", "Too bright: avoid direct light"),
     "OPEN_EYES": ("both eyes look closed", "Keep your eyes open"),
+    "NOISY_IMAGE": ("the camera image is too noisy (low light, high gain) for the liveness check", "Too dark: more light is needed"),
 }
 
 # LivenessOutcome.failed_check (liveness FAILED): code -> (meaning, screen text).

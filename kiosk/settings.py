@@ -206,6 +206,12 @@ class QualityLimits:
     # closed with P(open) down to 0.002, so only near-certain readings count; 0 turns
     # the check (and the model call) off.
     min_eye_open_probability: float = 0.001
+    # Largest sensor noise of the face region, in grey levels (Immerkaer's sigma estimate on
+    # the frame's pixels; NOISY_IMAGE). Not about looks: past it the passive-liveness check
+    # fails open. Gaussian noise added to the shared attack captures let no print or replay
+    # through at sigma 8 (which measures 5.9-6.2), 8 of 59 at sigma 12 (8.3-8.7) and 24 of
+    # 59 at sigma 20; every real capture measures at most 4.6. Infinite turns it off.
+    max_noise: float = 7.0
 
 
 def _id_photo_limits() -> "QualityLimits":
@@ -227,6 +233,8 @@ def _id_photo_limits() -> "QualityLimits":
         max_face_height_share=math.inf,
         min_box_inside_share=0.0,
         min_eye_open_probability=0.0,
+        # No liveness check on the ID photo: its noise (a phone snapshot of a card) does not matter.
+        max_noise=math.inf,
     )
 
 

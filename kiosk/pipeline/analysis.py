@@ -14,6 +14,7 @@ so a session can hold it past the frame that produced it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -196,8 +197,12 @@ def assess_quality(
         if models.eye_state is not None and limits.min_eye_open_probability > 0
         else None
     )
+    # An infinite limit switches the noise check off (the ID photo: no liveness check to protect).
+    noise = quality.image_noise(image, face.box) if math.isfinite(limits.max_noise) else None
     height, width = image.shape[:2]
-    return quality.assess(face.landmarks, aligned, limits, box=face.box, frame_size=(width, height), eyes=eyes)
+    return quality.assess(
+        face.landmarks, aligned, limits, box=face.box, frame_size=(width, height), eyes=eyes, noise=noise
+    )
 
 
 def passive_score(models: Models, image: BgrImage, face: FaceDetection) -> float:

@@ -33,6 +33,7 @@ HOLD_STILL = "HOLD_STILL"
 TOO_DARK = "TOO_DARK"
 TOO_BRIGHT = "TOO_BRIGHT"
 OPEN_EYES = "OPEN_EYES"
+NOISY_IMAGE = "NOISY_IMAGE"
 
 # Findings only the kiosk's operator can act on (lighting): signals, never refusals by themselves.
 OPERATOR_CODES = frozenset({TOO_DARK, TOO_BRIGHT})
@@ -116,6 +117,39 @@ def sharpness(grey: np.ndarray) -> float:
     return float(cv2.Laplacian(grey, cv2.CV_32F).var())
 
 
+# Immerkaer's mask: two Laplacians whose difference cancels image structure of up to
+# second order, leaving mostly noise (J. Immerkaer, "Fast noise variance estimation", 1996).
+_NOISE_MASK = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], dtype=np.float32)
+# The noise is measured in at most this many pixels square of the face box, at full
+# resolution (a central window of a larger box: the noise of a camera is the same all over).
+NOISE_WINDOW_PX = 320
+
+
+def image_noise(image: np.ndarray, box: Box) -> float:
+    """Sensor noise of the face region in grey levels (Immerkaer's estimate of its sigma).
+
+    Measured on the frame's own pixels, not the aligned crop: resizing averages noise
+    away, and the passive-liveness model sees the frame's noise at its own scale.
+    """
+    height, width = image.shape[:2]
+    side = min(box.width, box.height, NOISE_WINDOW_PX)
+    cx, cy = box.x + box.width / 2, box.y + box.height / 2
+    x0, y0 = max(int(cx - side / 2), 0), max(int(cy - side / 2), 0)
+    x1, y1 = min(int(cx + side / 2), width), min(int(cy + side / 2), height)
+    if x1 - x0 < 3 or y1 - y0 < 3:
+        return 0.0
+    grey = cv2.cvtColor(image[y0:y1, x0:x1], cv2.COLOR_BGR2GRAY)
+    response = cv2.filter2D(grey, cv2.CV_32F, _NOISE_MASK)
+    try:
+        np.abs(response, out=response)  # in place: no further copy of the face to wipe
+        inner = response[1:-1, 1:-1]
+        return float(math.sqrt(math.pi / 2) * inner.sum() / (6 * inner.shape[0] * inner.shape[1]))
+    finally:
+        # Face pixels and a function of them: zeroed, like every buffer of the request.
+        grey.fill(0)
+        response.fill(0)
+
+
 def _check(name: str, value: float, limit: float, passed: bool, code: str) -> QualityFinding:
     return QualityFinding(name, value, limit, passed, "" if passed else code)
 
@@ -157,9 +191,11 @@ def assess(
     box: Box | None = None,
     frame_size: tuple[int, int] | None = None,
     eyes: EyeOpenness | None = None,
+    noise: float | None = None,
 ) -> tuple[QualityFinding, ...]:
     """Every check of one face; the frame checks need ``box`` and ``frame_size`` (width, height),
-    the eye check ``eyes``, and each runs only when what it needs is given."""
+    the eye check ``eyes``, the noise check ``noise`` (``image_noise``), and each runs only
+    when what it needs is given."""
     grey = cv2.cvtColor(face, cv2.COLOR_BGR2GRAY)
     try:
         eye_px = inter_eye_distance(landmarks)
@@ -187,6 +223,10 @@ def assess(
         checks += frame_checks(landmarks, box, frame_size, limits)
     if eyes is not None:
         checks += (eyes_check(eyes, limits),)
+    if noise is not None:
+        # Not an operator signal although light is the operator's: past this limit the
+        # passive-liveness check cannot be trusted (prints pass it), so the face is refused.
+        checks += (_check("noise_sigma", noise, limits.max_noise, noise <= limits.max_noise, NOISY_IMAGE),)
     return checks
 
 

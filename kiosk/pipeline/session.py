@@ -83,6 +83,7 @@ _MESSAGES = {
     "TOO_DARK": "Too dark: find more light",
     "TOO_BRIGHT": "Too bright: avoid direct light",
     "OPEN_EYES": "Keep your eyes open",
+    "NOISY_IMAGE": "Too dark: more light is needed",
 }
 
 

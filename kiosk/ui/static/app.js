@@ -88,6 +88,7 @@ const TEXT = {
       TOO_DARK: "Too dark: please find more light",
       TOO_BRIGHT: "Too bright: avoid direct light",
       OPEN_EYES: "Keep your eyes open",
+      NOISY_IMAGE: "Too dark: more light is needed",
     },
     challenge: {
       BLINK: "Blink your eyes",
@@ -165,6 +166,7 @@ const TEXT = {
       TOO_DARK: "光线太暗，请到亮处",
       TOO_BRIGHT: "光线太强，请避开直射光",
       OPEN_EYES: "请睁开眼睛",
+      NOISY_IMAGE: "光线太暗，需要更多光线",
     },
     challenge: {
       BLINK: "请眨眼",
