@@ -11,7 +11,7 @@ import json
 import sys
 import uuid
 
-from kiosk.cli import EXIT_UNDECIDED, exit_status, finding_dict, json_text, print_verification, verification_dict
+from kiosk.cli_output import EXIT_UNDECIDED, exit_status, finding_dict, json_text, print_verification, verification_dict
 from kiosk.client import KioskClient, read_file
 from kiosk.domain import Frame, Verification
 from kiosk.errors import KioskError
