@@ -214,7 +214,7 @@ def _progress_lines(items: list, every_s: float = 30.0):
 
 
 def _scored_pairs(args: argparse.Namespace, settings: Settings, pairs):
-    from kiosk.evaluation import embed_images, score_pairs, wipe
+    from kiosk.offline.evaluate import embed_images, score_pairs, wipe
     from kiosk.pipeline.verifier import Verifier
     from kiosk.runtime.profile import select_profile
 
@@ -238,7 +238,7 @@ def _scored_pairs(args: argparse.Namespace, settings: Settings, pairs):
 
 def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     from kiosk.calibration import REPORTED_FMRS, score_report
-    from kiosk.evaluation import read_pairs, split_scores
+    from kiosk.offline.evaluate import read_pairs, split_scores
 
     pairs = read_pairs(Path(args.pairs))
     _, scored, (images, without_face) = _scored_pairs(args, settings, pairs)
@@ -339,7 +339,7 @@ def format_report(name: str, report) -> str:
 
 def cmd_calibrate(args: argparse.Namespace, settings: Settings) -> int:
     from kiosk.calibration import Calibration, calibration_toml, score_report, strictest_operating_points, unmeasurable
-    from kiosk.evaluation import cross_person_impostors, read_pairs, split_scores
+    from kiosk.offline.evaluate import cross_person_impostors, read_pairs, split_scores
 
     # The file the service loads is changed only on request (--install); any other
     # output is a file the operator names and reviews before installing it.
