@@ -469,8 +469,8 @@ def cmd_liveness_report(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_acceptance_report(args: argparse.Namespace, settings: Settings) -> int:
-    """End-to-end FTA/FNMR/FRR/FMR per subset and capture condition, APCER/BPCER (kiosk.acceptance)."""
-    from kiosk.acceptance import VARIATIONS, format_report, run_report
+    """End-to-end FTA/FNMR/FRR/FMR per subset and capture condition, APCER/BPCER (kiosk.offline.acceptance)."""
+    from kiosk.offline.acceptance import VARIATIONS, format_report, run_report
     from kiosk.pipeline.verifier import Verifier
 
     variations = tuple(VARIATIONS) if args.variations is None else tuple(v for v in args.variations.split(",") if v)
