@@ -237,8 +237,8 @@ def _scored_pairs(args: argparse.Namespace, settings: Settings, pairs):
 
 
 def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
-    from kiosk.calibration import REPORTED_FMRS, score_report
     from kiosk.offline.evaluate import read_pairs, split_scores
+    from kiosk.offline.scores import REPORTED_FMRS, score_report
 
     pairs = read_pairs(Path(args.pairs))
     _, scored, (images, without_face) = _scored_pairs(args, settings, pairs)
@@ -321,7 +321,7 @@ def write_plot(path: Path, genuine, impostor, report) -> None:
 
 
 def format_report(name: str, report) -> str:
-    from kiosk.calibration import impostors_needed
+    from kiosk.offline.scores import impostors_needed
 
     lines = [
         f"{name}: {report.genuine_pairs} genuine, {report.impostor_pairs} impostor pairs; "
@@ -338,8 +338,9 @@ def format_report(name: str, report) -> str:
 
 
 def cmd_calibrate(args: argparse.Namespace, settings: Settings) -> int:
-    from kiosk.calibration import Calibration, calibration_toml, score_report, strictest_operating_points, unmeasurable
+    from kiosk.calibration import Calibration
     from kiosk.offline.evaluate import cross_person_impostors, read_pairs, split_scores
+    from kiosk.offline.scores import calibration_toml, score_report, strictest_operating_points, unmeasurable
 
     # The file the service loads is changed only on request (--install); any other
     # output is a file the operator names and reviews before installing it.
