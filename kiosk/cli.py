@@ -409,11 +409,11 @@ def cmd_calibrate(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_liveness_report(args: argparse.Namespace, settings: Settings) -> int:
     """Score the labelled spoof set and print BPCER and APCER per species (optionally write liveness.toml)."""
-    from kiosk.liveness_calibration import (
+    from kiosk.liveness_calibration import load_liveness_calibration
+    from kiosk.offline.liveness_report import (
         calibrate,
         format_figures,
         liveness_toml,
-        load_liveness_calibration,
         read_spoof_labels,
         score_presentations,
     )
