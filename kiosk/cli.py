@@ -494,9 +494,9 @@ def cmd_acceptance_report(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
-    from kiosk.audit import main_verify
+    from kiosk.offline.audit_verify import main_verify
 
-    # `kiosk audit verify FILE...`: kiosk.audit parses its own arguments (and its --help).
+    # `kiosk audit verify FILE...`: kiosk.offline.audit_verify parses its own arguments (and its --help).
     return main_verify(args.rest)
 
 
@@ -686,7 +686,7 @@ def build_parser() -> argparse.ArgumentParser:
         "verify",
         help="check an audit log's HMAC chain: verify FILE... [--key-file KEYFILE | --config SETTINGS]",
         add_help=False,
-        prefix_chars="\0",  # every argument, --help included, goes to kiosk.audit's own parser
+        prefix_chars="\0",  # every argument, --help included, goes to kiosk.offline.audit_verify's own parser
     )
     audit_verify.add_argument("rest", nargs=argparse.REMAINDER)
     audit.set_defaults(handler=cmd_audit)
