@@ -129,7 +129,7 @@ def _progress_lines(items: list, every_s: float = 30.0):
 
 
 def _scored_pairs(args: argparse.Namespace, settings: Settings, pairs):
-    from kiosk.evaluation import embed_images, score_pairs, wipe
+    from kiosk.offline.evaluate import embed_images, score_pairs, wipe
     from kiosk.pipeline.verifier import Verifier
     from kiosk.runtime.profile import select_profile
 
@@ -152,8 +152,8 @@ def _scored_pairs(args: argparse.Namespace, settings: Settings, pairs):
 
 
 def cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
-    from kiosk.calibration import REPORTED_FMRS, score_report
-    from kiosk.evaluation import read_pairs, split_scores
+    from kiosk.offline.evaluate import read_pairs, split_scores
+    from kiosk.offline.scores import REPORTED_FMRS, score_report
 
     pairs = read_pairs(Path(args.pairs))
     _, scored, (images, without_face) = _scored_pairs(args, settings, pairs)
@@ -236,7 +236,7 @@ def write_plot(path: Path, genuine, impostor, report) -> None:
 
 
 def format_report(name: str, report) -> str:
-    from kiosk.calibration import impostors_needed
+    from kiosk.offline.scores import impostors_needed
 
     lines = [
         f"{name}: {report.genuine_pairs} genuine, {report.impostor_pairs} impostor pairs; "
@@ -253,8 +253,9 @@ def format_report(name: str, report) -> str:
 
 
 def cmd_calibrate(args: argparse.Namespace, settings: Settings) -> int:
-    from kiosk.calibration import Calibration, calibration_toml, score_report, strictest_operating_points, unmeasurable
-    from kiosk.evaluation import cross_person_impostors, read_pairs, split_scores
+    from kiosk.calibration import Calibration
+    from kiosk.offline.evaluate import cross_person_impostors, read_pairs, split_scores
+    from kiosk.offline.scores import calibration_toml, score_report, strictest_operating_points, unmeasurable
 
     # The file the service loads is changed only on request (--install); any other
     # output is a file the operator names and reviews before installing it.
@@ -323,11 +324,11 @@ def cmd_calibrate(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_liveness_report(args: argparse.Namespace, settings: Settings) -> int:
     """Score the labelled spoof set and print BPCER and APCER per species (optionally write liveness.toml)."""
-    from kiosk.liveness_calibration import (
+    from kiosk.liveness_calibration import load_liveness_calibration
+    from kiosk.offline.liveness_report import (
         calibrate,
         format_figures,
         liveness_toml,
-        load_liveness_calibration,
         read_spoof_labels,
         score_presentations,
     )
@@ -384,8 +385,8 @@ def cmd_liveness_report(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_acceptance_report(args: argparse.Namespace, settings: Settings) -> int:
-    """End-to-end FTA/FNMR/FRR/FMR per subset and capture condition, APCER/BPCER (kiosk.acceptance)."""
-    from kiosk.acceptance import VARIATIONS, format_report, run_report
+    """End-to-end FTA/FNMR/FRR/FMR per subset and capture condition, APCER/BPCER (kiosk.offline.acceptance)."""
+    from kiosk.offline.acceptance import VARIATIONS, format_report, run_report
     from kiosk.pipeline.verifier import Verifier
 
     variations = tuple(VARIATIONS) if args.variations is None else tuple(v for v in args.variations.split(",") if v)
@@ -408,9 +409,9 @@ def cmd_acceptance_report(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
-    from kiosk.audit import main_verify
+    from kiosk.offline.audit_verify import main_verify
 
-    # `kiosk audit verify FILE...`: kiosk.audit parses its own arguments (and its --help).
+    # `kiosk audit verify FILE...`: kiosk.offline.audit_verify parses its own arguments (and its --help).
     return main_verify(args.rest)
 
 
@@ -600,7 +601,7 @@ def build_parser() -> argparse.ArgumentParser:
         "verify",
         help="check an audit log's HMAC chain: verify FILE... [--key-file KEYFILE | --config SETTINGS]",
         add_help=False,
-        prefix_chars="\0",  # every argument, --help included, goes to kiosk.audit's own parser
+        prefix_chars="\0",  # every argument, --help included, goes to kiosk.offline.audit_verify's own parser
     )
     audit_verify.add_argument("rest", nargs=argparse.REMAINDER)
     audit.set_defaults(handler=cmd_audit)

@@ -2,7 +2,7 @@
 exactly as Verify decides them, and decisions that survive bad frames.
 
 Real models, real captures from the shared set (read in place); every variation is
-generated in code (kiosk.acceptance).
+generated in code (kiosk.offline.acceptance).
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import cv2
 import numpy as np
 import pytest
 
-from kiosk.acceptance import (
+from kiosk.cli import main
+from kiosk.offline.acceptance import (
     VARIATIONS,
     analyse_face,
     blur,
@@ -23,7 +24,6 @@ from kiosk.acceptance import (
     exposure,
     run_report,
 )
-from kiosk.cli import main
 from kiosk.pipeline.session import open_session, Frame
 from kiosk.pipeline.types import Decision, ImageRole
 from kiosk.settings import LivenessChallengeSettings

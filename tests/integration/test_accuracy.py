@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kiosk.calibration import score_report
 from kiosk.errors import InvalidImage, Undecidable
-from kiosk.evaluation import cross_person_impostors, embed_images, read_pairs, score_pairs, split_scores
+from kiosk.offline.evaluate import cross_person_impostors, embed_images, read_pairs, score_pairs, split_scores
+from kiosk.offline.scores import score_report
 from kiosk.pipeline.align import align_face
 from kiosk.pipeline.analysis import CaptureProblem, analyse_face, decode_photo
 from kiosk.pipeline.compare import cosine_similarity, fuse_embeddings, matched_degradation

@@ -12,10 +12,11 @@ import dataclasses
 
 import pytest
 
-from kiosk.calibration import calibration_toml, load_calibration
+from kiosk.calibration import load_calibration
 from kiosk.client import KioskClient
 from kiosk.domain import Decision
 from kiosk.errors import ConfigError
+from kiosk.offline.scores import calibration_toml
 from kiosk.pipeline.verifier import Verifier
 from kiosk.runtime.manifest import load_manifest
 from kiosk.runtime.models import ROLES

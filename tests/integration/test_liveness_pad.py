@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from kiosk.liveness_calibration import PadFigures, calibrate, read_spoof_labels, score_presentations
+from kiosk.liveness_calibration import PadFigures
+from kiosk.offline.liveness_report import calibrate, read_spoof_labels, score_presentations
 from kiosk.pipeline.liveness import ATTACK_SUSPECTED, PASSIVE_CHECK
 from kiosk.pipeline.types import Decision, LivenessStatus
 from kiosk.v1 import kiosk_pb2 as pb

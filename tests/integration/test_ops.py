@@ -771,7 +771,7 @@ def test_evaluate_and_verify_differ_only_by_the_live_photo_detection_path(verifi
     evaluated = cosine_similarity(reference, verifier.embed_file(live_photo))
     verified = verifier.verify(id_photo.read_bytes(), [live_photo.read_bytes()]).similarity
     assert verified == pytest.approx(cosine_similarity(reference, live_path_embedding(live_photo)), abs=1e-6)
-    # The two paths differ, a little (the module docstring of kiosk.evaluation has the figures).
+    # The two paths differ, a little (the module docstring of kiosk.offline.evaluate has the figures).
     assert evaluated != pytest.approx(verified, abs=1e-6)
     assert abs(evaluated - verified) < 0.08
 

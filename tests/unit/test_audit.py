@@ -20,10 +20,9 @@ from kiosk.audit import (
     AuditRecord,
     chain_files,
     load_audit_key,
-    main_verify,
-    verify_chain,
 )
 from kiosk.errors import ConfigError
+from kiosk.offline.audit_verify import main_verify, verify_chain
 
 KEY = bytes(range(32))
 OTHER_KEY = bytes(range(1, 33))
@@ -538,7 +537,8 @@ def signer():
 
 
 def test_checkpoints_are_signed_heads_and_verify(log_path, signer):
-    from kiosk.audit import checkpoints_path, load_anchors
+    from kiosk.audit import checkpoints_path
+    from kiosk.offline.audit_verify import load_anchors
 
     records = _checkpointed_chain(log_path, 3, signer)
     anchors = load_anchors(checkpoints_path(log_path), signer.public_key)
@@ -559,7 +559,8 @@ def _key_file(log_path: Path) -> Path:
 
 
 def test_deleting_the_newest_records_is_caught_by_a_checkpoint(log_path, signer, capsys):
-    from kiosk.audit import checkpoints_path, load_anchors
+    from kiosk.audit import checkpoints_path
+    from kiosk.offline.audit_verify import load_anchors
 
     _checkpointed_chain(log_path, 5, signer)
     log_path.write_bytes(b"".join(lines_of(log_path)[:-2]))
@@ -575,7 +576,8 @@ def test_deleting_the_newest_records_is_caught_by_a_checkpoint(log_path, signer,
 
 
 def test_a_rewritten_head_and_a_forged_checkpoint_are_caught(log_path, signer, tmp_path):
-    from kiosk.audit import checkpoints_path, load_anchors
+    from kiosk.audit import checkpoints_path
+    from kiosk.offline.audit_verify import load_anchors
     from kiosk.receipts import DeviceSigner, ReceiptInvalid
 
     _checkpointed_chain(log_path, 3, signer)

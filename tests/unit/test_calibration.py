@@ -5,16 +5,15 @@ import math
 import numpy as np
 import pytest
 
-from kiosk.calibration import (
-    CalibratedPoint,
-    Calibration,
+from kiosk.calibration import CalibratedPoint, Calibration
+from kiosk.errors import UnknownOperatingPoint
+from kiosk.offline.scores import (
     calibration_toml,
     equal_error_rate,
     roc_auc,
     score_report,
     threshold_at_fmr,
 )
-from kiosk.errors import UnknownOperatingPoint
 from kiosk.settings import from_mapping
 
 
@@ -70,7 +69,7 @@ def test_calibration_file_round_trips():
 
 
 def test_operating_points_take_the_strictest_subset_and_stay_monotonic():
-    from kiosk.calibration import strictest_operating_points
+    from kiosk.offline.scores import strictest_operating_points
 
     rng = np.random.default_rng(5)
     easy = rng.normal(0.1, 0.1, 40_000)

@@ -38,7 +38,7 @@ def test_every_argument_of_every_command_has_help():
         for parser in _subparsers(cli.build_parser())
         for action in parser._actions
         if not isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)) and not action.help
-        # `kiosk audit verify ...` hands its arguments to kiosk.audit's own parser, with its own help.
+        # `kiosk audit verify ...` hands its arguments to kiosk.offline.audit_verify's own parser, with its own help.
         and parser.prog != "kiosk audit verify"
     ]
     assert not missing, missing

@@ -12,11 +12,11 @@ import pytest
 
 from kiosk import cli
 from kiosk.errors import ConfigError
-from kiosk.liveness_calibration import (
+from kiosk.liveness_calibration import load_liveness_calibration
+from kiosk.offline.liveness_report import (
     Presentation,
     calibrate,
     liveness_toml,
-    load_liveness_calibration,
     pad_figures,
     species_of,
     threshold_at_bpcer,

@@ -39,8 +39,8 @@ import cv2
 import numpy as np
 
 from kiosk.errors import InvalidImage
-from kiosk.evaluation import person_of
-from kiosk.liveness_calibration import read_spoof_labels, upper_bound_95
+from kiosk.offline.evaluate import person_of
+from kiosk.offline.liveness_report import read_spoof_labels, upper_bound_95
 from kiosk.pipeline import analysis, quality
 from kiosk.pipeline.analysis import CaptureProblem, decode_photo
 from kiosk.pipeline.compare import cosine_similarity
