@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import pytest
 
-from kiosk.liveness_calibration import read_spoof_labels
+from kiosk.offline.liveness_report import read_spoof_labels
 from kiosk.pipeline import analysis, quality
 from kiosk.pipeline.analysis import AnalysedFace, CaptureProblem
 from kiosk.pipeline.decode import decode_image
