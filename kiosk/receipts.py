@@ -43,6 +43,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from kiosk.errors import ConfigError, KioskError
+from kiosk.keyfiles import read_private_file
 
 __all__ = [
     "CHECKPOINT_TYPE",
@@ -197,8 +198,6 @@ def generate_key_file(out: str | Path) -> tuple[Path, Path]:
 def load_private_key(path: str | Path):
     """The Ed25519 key of ``path`` (PKCS#8 PEM, unencrypted); refuse a file others can access."""
     from cryptography.hazmat.primitives import serialization
-
-    from kiosk.audit import read_private_file
 
     path = Path(path)
     data = read_private_file(path, "receipt key file", f" (make one with kiosk keygen --out {path})")
