@@ -55,7 +55,13 @@ def upper_bound_95(errors: int, trials: int) -> float:
         return 1.0
 
     def cdf(rate: float) -> float:
-        return sum(math.comb(trials, k) * rate**k * (1 - rate) ** (trials - k) for k in range(errors + 1))
+        # Each binomial term in logs: comb(3000, 400) alone overflows a float.
+        log_rate, log_rest = math.log(rate) if rate > 0 else -math.inf, math.log1p(-rate)
+        total = 0.0
+        for k in range(errors + 1):
+            log_comb = math.lgamma(trials + 1) - math.lgamma(k + 1) - math.lgamma(trials - k + 1)
+            total += math.exp(log_comb + (k * log_rate if k else 0.0) + (trials - k) * log_rest)
+        return total
 
     low, high = errors / trials, 1.0
     for _ in range(60):

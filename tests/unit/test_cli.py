@@ -11,7 +11,7 @@ import math
 
 import pytest
 
-from kiosk import cli
+from kiosk import cli, cli_output
 from kiosk.pipeline.types import (
     Box,
     Decision,
@@ -90,20 +90,20 @@ def _strict(text: str):
 
 
 def test_verify_json_is_strict_and_carries_the_api_decision(capsys):
-    assert cli.print_verification(_verification(Decision.RETRY, "low_quality"), as_json=True) == 2
+    assert cli_output.print_verification(_verification(Decision.RETRY, "low_quality"), as_json=True) == 2
     result = _strict(capsys.readouterr().out)
     assert (result["decision"], result["retry_reason"]) == ("retry", "low_quality")
     limits = [check["limit"] for check in result["findings"][0]["quality"]]
     assert limits == [20.0, None, 15.0]
     assert result["findings"][0]["quality"][2]["value"] is None
 
-    assert cli.print_verification(_verification(Decision.MATCH), as_json=True) == 0
+    assert cli_output.print_verification(_verification(Decision.MATCH), as_json=True) == 0
     result = _strict(capsys.readouterr().out)
     assert (result["decision"], result["retry_reason"]) == ("match", "")
     assert result["message"]
 
 
 def test_verify_text_names_the_decision_and_the_reason(capsys):
-    cli.print_verification(_verification(Decision.RETRY, "low_quality"), as_json=False)
+    cli_output.print_verification(_verification(Decision.RETRY, "low_quality"), as_json=False)
     lines = capsys.readouterr().out.splitlines()
     assert lines[:2] == ["decision: retry", "retry_reason: low_quality"]
