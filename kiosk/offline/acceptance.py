@@ -399,6 +399,8 @@ class Report:
     liveness_threshold: float
     groups: dict[tuple[str, str], Figures] = field(default_factory=dict)
     pad: dict[str, dict] = field(default_factory=dict)
+    # The same attack figures with each camera variation applied to every presentation.
+    pad_by_condition: dict[str, dict] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
     def add(self, t: Transaction) -> None:
@@ -416,6 +418,7 @@ class Report:
                 for (subset, condition), figures in sorted(self.groups.items())
             ],
             "presentation_attacks": self.pad,
+            "presentation_attacks_by_condition": self.pad_by_condition,
         }
 
 
@@ -528,27 +531,41 @@ def run_report(
     if attacks:
         progress("presentation attacks")
         report.pad = attack_figures(verifier, root, outcome)
+        # Attacks meet the same cameras as customers: a variation that carries prints
+        # through the passive check (sensor noise did) must show up here.
+        for name in variations:
+            progress(f"presentation attacks: {name}")
+            report.pad_by_condition[name] = attack_figures(verifier, root, outcome, name)
     for o in cache.values():
         if o.embedding is not None:
             o.embedding.fill(0)
     return report
 
 
-def attack_figures(verifier, root: Path, outcome: Callable[[str, ImageRole, str], FaceOutcome]) -> dict:
+def attack_figures(
+    verifier, root: Path, outcome: Callable[[str, ImageRole, str], FaceOutcome], condition: str = "as_captured"
+) -> dict:
     """BPCER of bona fide live captures and APCER per attack species, the live photo as Verify sees it.
 
     An attack counts as accepted when its live photo passes every capture check and the
     passive check (Verify would go on to compare it): the identity question is separate.
+    System level, as Verify answers: a presentation a capture check refuses counts as not
+    accepted (attacks) and not refused by liveness (bona fide); how many that was is in
+    ``capture_refused``, so a check that stops attacks before liveness is seen as such.
+    One without a face is not counted at all (``without_face``).
     """
     bona_fide_refused = bona_fide = 0
     species: dict[str, list[int]] = {}
     no_face: dict[str, int] = {}
+    capture_refused: dict[str, int] = {}
     for path, label, attack_species in read_spoof_labels(root):
-        o = outcome(path, ImageRole.LIVE_FRAME, "as_captured")
+        o = outcome(path, ImageRole.LIVE_FRAME, condition)
         name = "bona_fide" if label == "real" else attack_species
         if o.passive_score is None:
             no_face[name] = no_face.get(name, 0) + 1
             continue
+        if o.reason not in ("", "presentation_attack_suspected"):
+            capture_refused[name] = capture_refused.get(name, 0) + 1
         if label == "real":
             bona_fide += 1
             bona_fide_refused += o.reason == "presentation_attack_suspected"
@@ -565,6 +582,7 @@ def attack_figures(verifier, root: Path, outcome: Callable[[str, ImageRole, str]
             for name, (n, acc) in sorted(species.items())
         },
         "without_face": no_face,
+        "capture_refused": capture_refused,
     }
 
 
@@ -600,4 +618,12 @@ def format_report(report: Report) -> str:
             )
         if pad["without_face"]:
             lines.append("no face found: " + ", ".join(f"{k} {v}" for k, v in pad["without_face"].items()))
+    if report.pad_by_condition:
+        lines.append("presentation attacks per camera variation (bona fide refused by liveness / accepted "
+                     "attacks, as Verify answers; of those, refused by a capture check):")
+        for condition, pad in report.pad_by_condition.items():
+            refused, bona_fide = pad["bpcer_counts"]
+            attacks = "  ".join(f"{name} {s['accepted']}/{s['presentations']}" for name, s in pad["apcer"].items())
+            capture = ", ".join(f"{k} {v}" for k, v in pad["capture_refused"].items())
+            lines.append(f"  {condition:16} bona_fide {refused}/{bona_fide}  {attacks}  capture-refused: {capture or '-'}")
     return "\n".join(lines)

@@ -60,6 +60,22 @@ def test_the_report_on_a_small_real_set_counts_every_transaction(verifier, faces
     pad = report.pad
     assert pad["bpcer_counts"][1] > 60 and "print" in pad["apcer"]
     assert pad["apcer"]["print"]["accepted"] == 0
+    # The attacks also meet each camera variation.
+    varied_pad = report.pad_by_condition["exposure_x1.8"]
+    assert varied_pad["apcer"]["print"]["presentations"] > 30
+
+
+def test_noisy_prints_are_stopped_before_liveness_in_the_report(verifier, faces):
+    report = run_report(
+        verifier, faces, subsets=("nuaa_live",), variations=("noise_sigma20",), variation_every=6,
+        impostors_per_condition=10, max_genuine=2, chip=False, attacks=True,
+    )
+    noisy = report.pad_by_condition["noise_sigma20"]
+    prints = noisy["apcer"]["print"]
+    # Sensor noise this strong carried 15 of 38 prints through passive liveness before the
+    # noise check (NOISY_IMAGE); now every one is refused by it, before liveness is asked.
+    assert prints["accepted"] == 0
+    assert noisy["capture_refused"]["print"] == prints["presentations"]
 
 
 def test_the_report_command_prints_json(faces, capsys):
