@@ -25,6 +25,7 @@ from typing import Protocol
 
 from kiosk.domain import Frame, FrameResult, Guidance  # noqa: F401 (re-exported: wire types)
 from kiosk.errors import InvalidRequest, MultipleFaces, Undecidable
+from kiosk.outcomes import GUIDANCE_CODES
 from kiosk.pipeline import quality
 from kiosk.pipeline.analysis import AnalysedFace, CaptureProblem, analyse_face, conclude, decide, decode_photo
 from kiosk.pipeline.challenge import (
@@ -72,19 +73,8 @@ LIVENESS_FAILED = "liveness_failed"
 # background patches (models/README.md): below one half, the mesh did not see a face.
 MIN_MESH_FACE_SCORE = 0.5
 
-_MESSAGES = {
-    NO_FACE: "No face found: look at the camera",
-    ONLY_ONE_PERSON: "Only the person registering should be in front of the camera",
-    GOOD_FRAME: "Hold still",
-    "MOVE_CLOSER": "Move closer to the camera",
-    "MOVE_BACK": "Move back from the camera",
-    "FACE_THE_CAMERA": "Look straight at the camera",
-    "HOLD_STILL": "Hold still",
-    "TOO_DARK": "Too dark: find more light",
-    "TOO_BRIGHT": "Too bright: avoid direct light",
-    "OPEN_EYES": "Keep your eyes open",
-    "NOISY_IMAGE": "Too dark: more light is needed",
-}
+# The screen text of each guidance code is kept once, with its meaning, in kiosk.outcomes.
+_MESSAGES = {code: text for code, (_, text) in GUIDANCE_CODES.items()}
 
 
 def guidance_message(code: str) -> str:
