@@ -142,6 +142,12 @@ def _scored_pairs(args: argparse.Namespace, settings: Settings, pairs):
         roles=("detector", "embedder"),
         threads_per_call=1,
     )
+    if getattr(args, "chip_id_photos", False):
+        from kiosk.offline.evaluate import chip_scored_pairs
+
+        scored = chip_scored_pairs(verifier, Path(args.root), pairs, _progress, workers=workers)
+        unscored = {p for s in scored if s.score is None for p in (s.pair.a, s.pair.b)}
+        return verifier, scored, (len({p for pair in pairs for p in (pair.a, pair.b)}), len(unscored))
     paths = [p.a for p in pairs] + [p.b for p in pairs]
     embeddings = embed_images(verifier, Path(args.root), paths, _progress, workers=workers)
     try:
@@ -292,7 +298,9 @@ def cmd_calibrate(args: argparse.Namespace, settings: Settings) -> int:
     calibration = Calibration(
         embedder=verifier.model_versions["embedder"],
         embedder_sha256=verifier.models.entries["embedder"].sha256,
-        pairs=Path(args.pairs).name + (" + all cross-person impostor pairs within each subset" if args.all_impostors else ""),
+        pairs=Path(args.pairs).name
+        + (" + all cross-person impostor pairs within each subset" if args.all_impostors else "")
+        + (", side a as 102x126 JPEG-q30 chip copies (colour and grey), both sides softened" if args.chip_id_photos else ""),
         created=datetime.date.today().isoformat(),
         auc=report.auc,
         eer=report.eer,
@@ -540,6 +548,12 @@ def build_parser() -> argparse.ArgumentParser:
         )
         sub.add_argument("--root", required=True, help="directory the pair paths are relative to")
         sub.add_argument("--json", action="store_true", help="print the figures as JSON instead of text")
+        sub.add_argument(
+            "--chip-id-photos",
+            action="store_true",
+            help="score each pair as Verify compares a chip-sized ID photo: side a as 102x126 JPEG-q30 chip "
+            "copies (colour and grey), both sides softened (for models.chip_calibration)",
+        )
         sub.set_defaults(handler=handler)
     calibrate = commands.choices["calibrate"]
     calibrate.add_argument("--fmr", type=float, action="append", required=True, help="target FMR (repeatable)")

@@ -264,6 +264,11 @@ class ModelSettings:
     manifest: str = "manifest.toml"
     # Calibrated thresholds per target FMR, relative to models.dir.
     calibration: str = "calibration.toml"
+    # Thresholds for a comparison with a chip-sized ID photo (eyes under 32 px apart: an ID
+    # card's chip portrait), measured on chip copies (`kiosk calibrate --chip-id-photos`).
+    # Degraded photos score lower against everyone, impostors too, so the same FMR is a lower
+    # threshold. Bound to the embedder like models.calibration; "" = use models.calibration.
+    chip_calibration: str = "calibration_chip.toml"
     # Passive-liveness threshold and the attack/bona fide figures behind it, relative to models.dir.
     liveness: str = "liveness.toml"
     # The manifest entry (by its file name) that fills each model role; "" = the entry

@@ -39,6 +39,7 @@ import cv2
 import numpy as np
 
 from kiosk.errors import InvalidImage
+from kiosk.offline.chip import chip_photo
 from kiosk.offline.evaluate import person_of
 from kiosk.offline.liveness_report import read_spoof_labels, upper_bound_95
 from kiosk.pipeline import analysis, quality
@@ -62,8 +63,6 @@ CAMERA_SUBSETS = {
 FACE_CROP_FOLDERS = ("webcam_pigface__",)
 CANVAS_GREY = 90
 
-CHIP_SIZE = (102, 126)  # width, height of an ID card's chip portrait
-CHIP_JPEG_QUALITY = 30
 
 
 # --- camera variations generated in code -------------------------------------------------
@@ -159,25 +158,6 @@ def framed_crop(image: np.ndarray) -> np.ndarray:
                               value=(CANVAS_GREY,) * 3)
 
 
-def chip_photo(image: np.ndarray, face: Box, grey: bool, quality_jpeg: int = CHIP_JPEG_QUALITY) -> bytes:
-    """A simulated chip portrait of ``face``: card framing (face ~55 % of the width, eyes a
-    little above the middle), 102x126, hard JPEG, optionally grey."""
-    width = face.width / 0.55
-    height = width * CHIP_SIZE[1] / CHIP_SIZE[0]
-    cx, cy = face.x + face.width / 2, face.y + face.height * 0.45
-    x0, y0 = int(round(cx - width / 2)), int(round(cy - height * 0.45))
-    x1, y1 = int(round(x0 + width)), int(round(y0 + height))
-    pad = max(0, -x0, -y0, x1 - image.shape[1], y1 - image.shape[0])
-    framed = cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(235, 235, 235))
-    chip = cv2.resize(framed[y0 + pad : y1 + pad, x0 + pad : x1 + pad], CHIP_SIZE, interpolation=cv2.INTER_AREA)
-    if grey:
-        chip = cv2.cvtColor(chip, cv2.COLOR_BGR2GRAY)
-    ok, encoded = cv2.imencode(".jpg", chip, [cv2.IMWRITE_JPEG_QUALITY, quality_jpeg])
-    if not ok:
-        raise InvalidImage("cannot encode the chip photo")
-    return encoded.tobytes()
-
-
 def encode_capture(image: np.ndarray) -> bytes:
     """A varied frame as the camera would deliver it: JPEG quality 95 (PNG of a phone's
     12 MP frame would exceed the request size limit)."""
@@ -252,6 +232,7 @@ class Transaction:
     reason_detail: str  # "low_quality:TOO_BRIGHT", "no_face_in_live_frame", ... ("" for a decision)
     similarity: float | None  # of the decision, when compared
     comparison_alone: float | None  # similarity with no gate at all (both faces found)
+    threshold: float  # the match threshold of this comparison (the chip one for a chip-sized ID photo)
 
 
 def decide_transaction(reference: FaceOutcome, live: FaceOutcome, threshold: float) -> tuple[str, str, float | None]:
@@ -302,7 +283,7 @@ class Figures:
     impostor_match: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
 
-    def add(self, t: Transaction, threshold: float) -> None:
+    def add(self, t: Transaction) -> None:
         if t.genuine:
             self.genuine += 1
             if t.decision == "match":
@@ -318,7 +299,7 @@ class Figures:
             if t.decision != "match":
                 key = t.reason_detail or t.decision
                 self.reasons[key] = self.reasons.get(key, 0) + 1
-            if t.comparison_alone is not None and t.comparison_alone >= threshold:
+            if t.comparison_alone is not None and t.comparison_alone >= t.threshold:
                 self.alone_correct += 1
                 if is_capture_refusal(t.decision):
                     self.checks_refuse_correct += 1
@@ -397,6 +378,8 @@ class Report:
     threshold: float
     target_fmr: float
     liveness_threshold: float
+    # The threshold of a comparison with a chip-sized ID photo (models.chip_calibration).
+    chip_threshold: float
     groups: dict[tuple[str, str], Figures] = field(default_factory=dict)
     pad: dict[str, dict] = field(default_factory=dict)
     # The same attack figures with each camera variation applied to every presentation.
@@ -405,11 +388,12 @@ class Report:
 
     def add(self, t: Transaction) -> None:
         for key in ((t.subset, t.condition), ("all_cameras", t.condition)):
-            self.groups.setdefault(key, Figures()).add(t, self.threshold)
+            self.groups.setdefault(key, Figures()).add(t)
 
     def as_dict(self) -> dict:
         return {
             "threshold": self.threshold,
+            "chip_threshold": self.chip_threshold,
             "target_fmr": self.target_fmr,
             "liveness_threshold": self.liveness_threshold,
             "notes": self.notes,
@@ -437,7 +421,9 @@ def run_report(
 ) -> Report:
     """Run every transaction of the report (bounded: see ``variation_every`` and ``impostors_per_condition``)."""
     point = verifier.operating_point(None)
-    report = Report(point.threshold, point.target_fmr, verifier.liveness_calibration.threshold)
+    chip = verifier.chip_calibration
+    chip_threshold = chip.operating_point_for(point.target_fmr).threshold if chip is not None else point.threshold
+    report = Report(point.threshold, point.target_fmr, verifier.liveness_calibration.threshold, chip_threshold)
     cache: dict[tuple[str, str, str, bool], FaceOutcome] = {}
     images_bytes: dict[str, bytes] = {}
 
@@ -477,9 +463,11 @@ def run_report(
         reference = outcome(a, ImageRole.ID_PHOTO, id_condition)
         # As Verify: a live face compared with a chip-sized ID photo is embedded from a softened crop.
         live = outcome(b, ImageRole.LIVE_FRAME, live_condition, soften=reference.chip_sized)
-        decision, detail, similarity = decide_transaction(reference, live, report.threshold)
+        # As Verify: a chip-sized ID photo is compared at the chip calibration's threshold.
+        threshold = report.chip_threshold if reference.chip_sized else report.threshold
+        decision, detail, similarity = decide_transaction(reference, live, threshold)
         report.add(Transaction(pair_set.subset, label, genuine, decision, detail, similarity,
-                               comparison_alone(reference, live)))
+                               comparison_alone(reference, live), threshold))
 
     pair_sets = read_pair_sets(root, subsets, max_genuine)
     rng = np.random.default_rng(12)
@@ -589,7 +577,8 @@ def attack_figures(
 def format_report(report: Report) -> str:
     """One line per subset and condition, then the attack figures."""
     lines = [
-        f"threshold {report.threshold:.4f} (target FMR {report.target_fmr:g}), passive liveness {report.liveness_threshold:.4f}",
+        f"threshold {report.threshold:.4f}, chip-sized ID photos {report.chip_threshold:.4f} "
+        f"(target FMR {report.target_fmr:g}), passive liveness {report.liveness_threshold:.4f}",
         *[f"note: {n}" for n in report.notes],
         f"{'subset':18} {'condition':16} {'gen':>5} {'FTA%':>6} {'FNMR%':>6} {'FRR%':>6} {'imp':>6} {'FMR%':>7} "
         f"{'chk%':>5}  failure reasons",

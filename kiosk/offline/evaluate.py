@@ -26,8 +26,13 @@ from pathlib import Path
 import numpy as np
 
 from kiosk.errors import InvalidImage, InvalidRequest, Undecidable
+from kiosk.offline.chip import chip_photo
+from kiosk.pipeline.analysis import embed_photo
 from kiosk.pipeline.compare import cosine_similarity
-from kiosk.pipeline.types import Embedding
+from kiosk.pipeline.decode import decode_image
+from kiosk.pipeline.scratch import Scratch
+from kiosk.pipeline.subject import find_subject_face
+from kiosk.pipeline.types import Embedding, ImageRole
 from kiosk.pipeline.verifier import Verifier
 
 
@@ -93,6 +98,7 @@ def embed_images(
     paths: Iterable[str],
     progress: Callable[[list], Iterable] = iter,
     workers: int = 1,
+    embed: Callable[[Path], Embedding] | None = None,
 ) -> dict[str, Embedding | None]:
     """Embedding of each image's subject face (None when no usable face), quality not gated.
 
@@ -100,14 +106,17 @@ def embed_images(
     a verifier of one onnxruntime thread per call (``Verifier.load(threads_per_call=1)``),
     two workers embedded 230 LFW images in 0.61x the time of one at a time on two threads
     (2-core x86, quiet: 5.7 s against 9.3 s). Results come back in path order, so
-    ``progress`` counts finished images.
+    ``progress`` counts finished images. ``embed`` replaces ``verifier.embed_file`` (the
+    chip-photo scoring of ``chip_scored_pairs``).
     """
     if not root.is_dir():
         raise InvalidRequest(f"{root}: --root is not a folder")
 
+    embed = embed or verifier.embed_file
+
     def embed_one(relative: str) -> Embedding | None:
         try:
-            return verifier.embed_file(root / relative)
+            return embed(root / relative)
         except (Undecidable, InvalidImage):
             return None
 
@@ -140,6 +149,41 @@ def score_pairs(pairs: list[Pair], embeddings: dict[str, Embedding | None]) -> l
     for pair in pairs:
         a, b = embeddings.get(pair.a), embeddings.get(pair.b)
         scored.append(ScoredPair(pair, None if a is None or b is None else cosine_similarity(a, b)))
+    return scored
+
+
+def chip_embedding(verifier: Verifier, path: Path, grey: bool) -> Embedding:
+    """The embedding Verify compares when ``path``'s subject is on an ID card's chip: a
+    102x126 JPEG-q30 chip copy (``kiosk.offline.chip``), found again and embedded softened."""
+    with Scratch() as scratch:
+        image = scratch.keep(decode_image(Path(path).read_bytes(), verifier.rules.image_limits))
+        face = find_subject_face(verifier.models.detector, image, ImageRole.ID_PHOTO, verifier.rules.subject, scratch)
+        chip = chip_photo(image, face.box, grey=grey)
+    return embed_photo(verifier.models, chip, verifier.rules, soften=True)
+
+
+def chip_scored_pairs(
+    verifier: Verifier, root: Path, pairs: list[Pair], progress: Callable[[list], Iterable] = iter, workers: int = 1
+) -> list[ScoredPair]:
+    """Every pair scored as a comparison with a chip-sized ID photo, twice: side a as a
+    colour and as a grey chip copy, side b as the live face, both embedded softened as
+    Verify embeds them (``kiosk calibrate --chip-id-photos``)."""
+    live_paths = [p.b for p in pairs]
+    live = embed_images(verifier, root, live_paths, progress, workers,
+                        embed=lambda path: embed_photo(verifier.models, path.read_bytes(), verifier.rules, soften=True))
+    scored: list[ScoredPair] = []
+    try:
+        for grey in (False, True):
+            chips = embed_images(verifier, root, [p.a for p in pairs], progress, workers,
+                                 embed=lambda path, grey=grey: chip_embedding(verifier, path, grey))
+            try:
+                for pair in pairs:
+                    a, b = chips.get(pair.a), live.get(pair.b)
+                    scored.append(ScoredPair(pair, None if a is None or b is None else cosine_similarity(a, b)))
+            finally:
+                wipe(chips)
+    finally:
+        wipe(live)
     return scored
 
 

@@ -215,16 +215,20 @@ def passive_score(models: Models, image: BgrImage, face: FaceDetection) -> float
 # --------------------------------------------------------------------------- offline, no quality gate
 
 
-def embed_photo(models: Models, encoded: bytes, rules: AnalysisRules) -> Embedding:
+def embed_photo(models: Models, encoded: bytes, rules: AnalysisRules, soften: bool = False) -> Embedding:
     """Embedding of a photo's subject face, for offline evaluation: no quality gate.
 
     Both sides of an evaluation pair go through the ID-photo path (margin, no
     second-face refusal) so that news photos with bystanders still get scored.
+    ``soften``: from the softened crop, as Verify embeds both sides of a comparison
+    with a chip-sized ID photo (``kiosk calibrate --chip-id-photos``).
     """
     with Scratch() as scratch:
         image = scratch.keep(decode_image(encoded, rules.image_limits))
         face = find_subject_face(models.detector, image, ImageRole.ID_PHOTO, rules.subject, scratch)
         aligned = scratch.keep(align_face(image, face.landmarks, models.embedder.aligned_size))
+        if soften:
+            aligned = scratch.keep(matched_degradation(aligned))
         return models.embedder.embed(aligned)
 
 

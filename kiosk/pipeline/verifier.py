@@ -68,9 +68,12 @@ class Verifier:
         settings: Settings,
         profile: HardwareProfile,
         liveness_calibration: LivenessCalibration | None = None,
+        chip_calibration: Calibration | None = None,
     ):
         self.models = models
         self.calibration = calibration
+        # Thresholds for a chip-sized ID photo (None: the main calibration's serve).
+        self.chip_calibration = chip_calibration
         self.liveness_calibration = liveness_calibration
         self.settings = settings
         self.profile = profile
@@ -105,17 +108,29 @@ class Verifier:
             )
         models = load_models(settings, profile, tuple(roles))
         models_dir = settings.models.resolved_dir()
-        calibration = liveness_calibration = None
+        calibration = liveness_calibration = chip_calibration = None
         if calibrated and models.embedder is not None:
             embedder = models.entries["embedder"]
             calibration = load_calibration(
                 Path(models_dir) / settings.models.calibration, embedder.version, embedder.sha256
             )
+            if settings.models.chip_calibration:
+                chip_calibration = load_calibration(
+                    Path(models_dir) / settings.models.chip_calibration, embedder.version, embedder.sha256
+                )
+                missing = {p.target_fmr for p in calibration.operating_point} - {
+                    p.target_fmr for p in chip_calibration.operating_point
+                }
+                if missing:
+                    raise ConfigError(
+                        f"{settings.models.chip_calibration} has no threshold for target FMR "
+                        f"{', '.join(f'{f:g}' for f in sorted(missing))}, which {settings.models.calibration} has"
+                    )
         if calibrated and models.liveness is not None:
             liveness_calibration = load_liveness_calibration(
                 Path(models_dir) / settings.models.liveness, models.entries["liveness"].version
             )
-        verifier = cls(models, calibration, settings, profile, liveness_calibration)
+        verifier = cls(models, calibration, settings, profile, liveness_calibration, chip_calibration)
         verifier.warm_up()
         return verifier
 
@@ -143,7 +158,9 @@ class Verifier:
     def without(self, *roles: str) -> "Verifier":
         """The same verifier with the models of ``roles`` left out (tests: e.g. active liveness alone)."""
         models = dataclasses.replace(self.models, **{role: None for role in roles})
-        return type(self)(models, self.calibration, self.settings, self.profile, self.liveness_calibration)
+        return type(self)(
+            models, self.calibration, self.settings, self.profile, self.liveness_calibration, self.chip_calibration
+        )
 
     @property
     def operating_points(self) -> tuple[OperatingPoint, ...]:
@@ -156,6 +173,13 @@ class Verifier:
         if self.calibration is None:
             raise ConfigError("no calibration loaded: run kiosk calibrate")
         return self.calibration.operating_point_for(wanted)
+
+    def for_reference(self, point: OperatingPoint, reference: AnalysedFace) -> OperatingPoint:
+        """The operating point of a comparison with ``reference``: the chip calibration's
+        threshold at the same target FMR when the ID photo is chip-sized (and one is loaded)."""
+        if reference.chip_sized and self.chip_calibration is not None:
+            return self.chip_calibration.operating_point_for(point.target_fmr)
+        return point
 
     def warm_up(self) -> None:
         """One inference per model so the first real request does not pay for lazy initialisation."""
@@ -200,6 +224,7 @@ class Verifier:
                     )
                 else:
                     reference = result
+                    operating_point = self.for_reference(operating_point, reference)
             live = usable_live_faces(live_results)
             if isinstance(live, Undecidable):
                 return conclude(

@@ -152,7 +152,10 @@ def test_a_session_with_motion_frames_still_reaches_a_decision(verifier, capture
 @pytest.mark.parametrize("grey", [False, True])
 def test_a_chip_photo_transaction_is_decided_as_verify_decides_it(verifier, captures, grey):
     (a, b, _), stranger = captures
-    threshold = verifier.operating_point(None).threshold
+    point = verifier.operating_point(None)
+    # A chip-sized ID photo is decided at the chip calibration's threshold, lower than the main one.
+    threshold = verifier.chip_calibration.operating_point_for(point.target_fmr).threshold
+    assert threshold < point.threshold
     for source in (a, stranger):
         image = cv2.imdecode(np.frombuffer(source, np.uint8), cv2.IMREAD_COLOR)
         box = analyse_face(verifier, source, ImageRole.ID_PHOTO).box
@@ -164,3 +167,4 @@ def test_a_chip_photo_transaction_is_decided_as_verify_decides_it(verifier, capt
         verification = verifier.verify(chip, [b])
         assert decision == (verification.reason or verification.decision.value)
         assert similarity == pytest.approx(verification.similarity, abs=1e-5)
+        assert verification.operating_point.threshold == threshold

@@ -30,7 +30,8 @@ CONSENT = Consent(True, "2026-01")
 
 def expo_settings() -> Settings:
     return Settings(
-        models=ModelSettings(embedder=EXPO_FILE, calibration=EXPO_CALIBRATION),
+        # No chip calibration of its own: chip-sized ID photos use its main thresholds.
+        models=ModelSettings(embedder=EXPO_FILE, calibration=EXPO_CALIBRATION, chip_calibration=""),
         service=ServiceSettings(listen=("127.0.0.1:0",)),
     )
 
