@@ -168,6 +168,12 @@ class Verifier:
             return ()
         return tuple(OperatingPoint(p.target_fmr, p.threshold) for p in self.calibration.operating_point)
 
+    @property
+    def chip_operating_points(self) -> tuple[OperatingPoint, ...]:
+        if self.chip_calibration is None:
+            return ()
+        return tuple(OperatingPoint(p.target_fmr, p.threshold) for p in self.chip_calibration.operating_point)
+
     def operating_point(self, target_fmr: float | None) -> OperatingPoint:
         wanted = self.settings.decision.target_fmr if not target_fmr else target_fmr
         if self.calibration is None:

@@ -394,6 +394,9 @@ def info_to_proto(info: ServiceInfo) -> pb.InfoResponse:
         receipt_public_key=info.receipt_public_key,
         receipt_key_ephemeral=info.receipt_key_ephemeral,
         memory_locked=info.memory_locked,
+        chip_operating_points=[
+            pb.OperatingPoint(target_fmr=p.target_fmr, threshold=p.threshold) for p in info.chip_operating_points
+        ],
     )
 
 
@@ -425,4 +428,5 @@ def info_from_proto(response: pb.InfoResponse) -> ServiceInfo:
         receipt_public_key=response.receipt_public_key,
         receipt_key_ephemeral=response.receipt_key_ephemeral,
         memory_locked=response.memory_locked,
+        chip_operating_points=tuple(OperatingPoint(p.target_fmr, p.threshold) for p in response.chip_operating_points),
     )

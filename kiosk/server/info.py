@@ -67,6 +67,8 @@ class ServiceInfo:
     receipt_key_ephemeral: bool = False
     # Read from the live process like swap_active (VmLck > 0): locked against swap.
     memory_locked: bool = False
+    # The thresholds of comparisons with a chip-sized ID photo (models.chip_calibration).
+    chip_operating_points: tuple[OperatingPoint, ...] = ()
 
 
 def service_version() -> str:
@@ -121,4 +123,5 @@ def collect_info(settings: Settings, verifier: Verifier, signer=None) -> Service
         receipt_public_key=signer.public_pem if signer is not None else "",
         receipt_key_ephemeral=signer.ephemeral if signer is not None else False,
         memory_locked=locked_kib() > 0,
+        chip_operating_points=verifier.chip_operating_points,
     )

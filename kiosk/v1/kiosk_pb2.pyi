@@ -292,7 +292,7 @@ class InfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class InfoResponse(_message.Message):
-    __slots__ = ("service_version", "model_versions", "operating_points", "default_target_fmr", "hardware_profile", "limits", "device_id", "accepted_consent_versions", "swap_active", "core_dumps_disabled", "runtime_versions", "calibration_created", "board_model", "receipt_public_key", "receipt_key_ephemeral", "memory_locked")
+    __slots__ = ("service_version", "model_versions", "operating_points", "default_target_fmr", "hardware_profile", "limits", "device_id", "accepted_consent_versions", "swap_active", "core_dumps_disabled", "runtime_versions", "calibration_created", "board_model", "receipt_public_key", "receipt_key_ephemeral", "memory_locked", "chip_operating_points")
     class ModelVersionsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -323,6 +323,7 @@ class InfoResponse(_message.Message):
     RECEIPT_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
     RECEIPT_KEY_EPHEMERAL_FIELD_NUMBER: _ClassVar[int]
     MEMORY_LOCKED_FIELD_NUMBER: _ClassVar[int]
+    CHIP_OPERATING_POINTS_FIELD_NUMBER: _ClassVar[int]
     service_version: str
     model_versions: _containers.ScalarMap[str, str]
     operating_points: _containers.RepeatedCompositeFieldContainer[OperatingPoint]
@@ -339,7 +340,8 @@ class InfoResponse(_message.Message):
     receipt_public_key: str
     receipt_key_ephemeral: bool
     memory_locked: bool
-    def __init__(self, service_version: _Optional[str] = ..., model_versions: _Optional[_Mapping[str, str]] = ..., operating_points: _Optional[_Iterable[_Union[OperatingPoint, _Mapping]]] = ..., default_target_fmr: _Optional[float] = ..., hardware_profile: _Optional[str] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., device_id: _Optional[str] = ..., accepted_consent_versions: _Optional[_Iterable[str]] = ..., swap_active: _Optional[bool] = ..., core_dumps_disabled: _Optional[bool] = ..., runtime_versions: _Optional[_Mapping[str, str]] = ..., calibration_created: _Optional[str] = ..., board_model: _Optional[str] = ..., receipt_public_key: _Optional[str] = ..., receipt_key_ephemeral: _Optional[bool] = ..., memory_locked: _Optional[bool] = ...) -> None: ...
+    chip_operating_points: _containers.RepeatedCompositeFieldContainer[OperatingPoint]
+    def __init__(self, service_version: _Optional[str] = ..., model_versions: _Optional[_Mapping[str, str]] = ..., operating_points: _Optional[_Iterable[_Union[OperatingPoint, _Mapping]]] = ..., default_target_fmr: _Optional[float] = ..., hardware_profile: _Optional[str] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., device_id: _Optional[str] = ..., accepted_consent_versions: _Optional[_Iterable[str]] = ..., swap_active: _Optional[bool] = ..., core_dumps_disabled: _Optional[bool] = ..., runtime_versions: _Optional[_Mapping[str, str]] = ..., calibration_created: _Optional[str] = ..., board_model: _Optional[str] = ..., receipt_public_key: _Optional[str] = ..., receipt_key_ephemeral: _Optional[bool] = ..., memory_locked: _Optional[bool] = ..., chip_operating_points: _Optional[_Iterable[_Union[OperatingPoint, _Mapping]]] = ...) -> None: ...
 
 class OperatingPoint(_message.Message):
     __slots__ = ("target_fmr", "threshold")

@@ -98,6 +98,7 @@ def test_the_expo_embedder_through_a_real_server(start_server, expo_verifier, ph
     assert match.model_versions["embedder"] == info.model_versions["embedder"] == expo_version
     assert match.operating_point in expo_verifier.operating_points
     assert set(info.operating_points) == set(expo_verifier.operating_points)
+    assert info.chip_operating_points == ()  # chip_calibration = "": chip photos use operating_points
 
 
 def test_a_mismatched_calibration_stops_the_cli_with_one_line(tmp_path, photos, capsys):

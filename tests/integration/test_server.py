@@ -496,6 +496,10 @@ def test_get_info_reports_the_running_service(start_server, verifier):
     assert [(p.target_fmr, p.threshold) for p in info.operating_points] == [
         (p.target_fmr, p.threshold) for p in verifier.operating_points
     ]
+    # A chip-sized ID photo is compared at its own, lower thresholds: the back office sees them.
+    chip = {p.target_fmr: p.threshold for p in info.chip_operating_points}
+    assert chip == {p.target_fmr: p.threshold for p in verifier.chip_operating_points}
+    assert chip[1e-3] < {p.target_fmr: p.threshold for p in info.operating_points}[1e-3]
     assert info.default_target_fmr == Settings().decision.target_fmr
     assert info.hardware_profile == verifier.profile.name
     assert info.device_id == "kiosk-lagos-07"
