@@ -54,7 +54,9 @@ import numpy as np
 import pytest
 
 from kiosk.errors import Undecidable
+from kiosk.pipeline import quality
 from kiosk.pipeline.align import align_face
+from kiosk.pipeline.compare import chip_sized, matched_degradation
 from kiosk.pipeline.decode import decode_image
 from kiosk.pipeline.scratch import Scratch
 from kiosk.pipeline.tensors import to_input_tensor
@@ -76,6 +78,7 @@ from tests.integration.measures import (
     arena_on_profile,
     bootstrap,
 )
+from tests.integration.degrade import chip_photo
 from tests.integration.rpc import free_port
 from tests.support import memscan
 from tests.support.memscan import Hit, Marker, scan_memory, wait_until_idle
@@ -117,9 +120,18 @@ def _with_noise_patch(image: np.ndarray, rng: np.random.Generator) -> bytes:
 
 
 def make_marker(
-    verifier: Verifier, name: str, image: np.ndarray, role: ImageRole | None, rng: np.random.Generator
+    verifier: Verifier,
+    name: str,
+    image: np.ndarray,
+    role: ImageRole | None,
+    rng: np.random.Generator,
+    soften: bool = False,
 ) -> Marker:
-    """``image`` with a fresh noise patch, and its needles; ``role=None`` for a photo without a face."""
+    """``image`` with a fresh noise patch, and its needles; ``role=None`` for a photo without a face.
+
+    A chip-sized ID photo, and with ``soften`` a live photo compared with one, are embedded
+    from the softened crop, as the server embeds them: their needles include that crop.
+    """
     encoded = _with_noise_patch(image, rng)
     start, end = _entropy_coded(encoded)
     # Two chunks of the noise patch's MCUs (unique to this marker), then four across the image.
@@ -138,11 +150,14 @@ def make_marker(
         except Undecidable:
             return Marker(name, encoded, needles)  # no face here, so none in the server either
         aligned = scratch.keep(align_face(image, face.landmarks))
+        chip = role is ImageRole.ID_PHOTO and chip_sized(quality.inter_eye_distance(face.landmarks))
+        embedded = scratch.keep(matched_degradation(aligned)) if chip or soften else aligned
         embedder = verifier.embedder
-        tensor = scratch.keep(to_input_tensor(aligned[np.newaxis], embedder.entry.input))
+        tensor = scratch.keep(to_input_tensor(embedded[np.newaxis], embedder.entry.input))
         (raw,) = embedder.session.run([embedder.output_name], {embedder.entry.input.name: tensor})
-        embedding = embedder.embed(aligned)
-        needles[ALIGNED] = tuple(aligned[y].tobytes() for y in ALIGNED_ROWS)
+        embedding = embedder.embed(embedded)
+        needles[ALIGNED] = tuple(crop[y].tobytes() for crop in {id(aligned): aligned, id(embedded): embedded}.values()
+                                 for y in ALIGNED_ROWS)
         needles[RAW] = _chunks(raw[0].astype(np.float32).tobytes(), range(0, raw[0].nbytes, 256))
         needles[EMBEDDING] = _chunks(embedding.tobytes(), range(0, embedding.nbytes, 256))
     return Marker(name, encoded, needles)
@@ -161,8 +176,26 @@ class Markers:
         assert image is not None, relative
         return image
 
-    def face(self, name: str, relative: str, role: ImageRole) -> Marker:
-        return make_marker(self.verifier, name, self.photo(relative), role, self.rng)
+    def face(self, name: str, relative: str, role: ImageRole, soften: bool = False) -> Marker:
+        return make_marker(self.verifier, name, self.photo(relative), role, self.rng, soften)
+
+    def chip_id_photo(
+        self, grey: bool, name: str = "chip id photo", relative: str = "lfw__Martin_Scorsese/Martin_Scorsese_0002.jpg"
+    ) -> Marker:
+        """A card's chip portrait (102x126, JPEG q30) of the person on a 640x480 page (room for
+        the noise patch away from the face): chip-sized, so the server takes the chip path."""
+        image = self.photo(relative)
+        with Scratch() as scratch:
+            box = self.verifier.subject_face(scratch, image, ImageRole.ID_PHOTO).box
+        chip = cv2.imdecode(np.frombuffer(chip_photo(image, box, grey=grey), np.uint8), cv2.IMREAD_COLOR)
+        page = np.full((480, 640, 3), 235, np.uint8)
+        page[177:303, 269:371] = chip
+        marker = make_marker(self.verifier, name, page, ImageRole.ID_PHOTO, self.rng)
+        with Scratch() as scratch:
+            marked = scratch.keep(decode_image(marker.encoded, self.verifier.image_limits))
+            face = self.verifier.subject_face(scratch, marked, ImageRole.ID_PHOTO)
+            assert chip_sized(quality.inter_eye_distance(face.landmarks)), "the chip must take the chip path"
+        return marker
 
     def id_photo(self, name: str = "id photo", relative: str = "lfw__Martin_Scorsese/Martin_Scorsese_0002.jpg"):
         return self.face(name, relative, ImageRole.ID_PHOTO)
@@ -517,6 +550,40 @@ def test_positive_control_an_open_session_holds_its_id_photo_embedding_until_it_
 
 
 # --------------------------------------------------------------------------- memory: after each kind of call
+
+
+@pytest.mark.parametrize("grey", [False, True], ids=["colour", "grey"])
+def test_verify_with_a_chip_id_photo_leaves_nothing(server: ServerProcess, markers: Markers, grey):
+    """The chip path (softened crops on both sides, the chip threshold) wipes what it makes too."""
+    id_photo = markers.chip_id_photo(grey)
+    live = markers.face("live photo", "lfw__Martin_Scorsese/Martin_Scorsese_0005.jpg", ImageRole.LIVE_FRAME, soften=True)
+    response = verify(server, id_photo.encoded, [live.encoded])
+    assert response.decision in (pb.VerifyResponse.MATCH, pb.VerifyResponse.NO_MATCH), response
+    assert_nothing_retained(server, [id_photo, live])
+
+
+def test_positive_control_an_open_session_holds_its_chip_id_photo_embedding(server: ServerProcess, markers: Markers):
+    """The chip markers' needles are the server's bits: found while a session holds them."""
+    id_photo = markers.chip_id_photo(grey=False)
+    release = threading.Event()
+
+    def messages() -> Iterator[pb.SessionRequest]:
+        yield next(session_messages(id_photo.encoded, []))
+        release.wait(TIMEOUT)
+
+    call = server.stub().VerifySession(messages(), timeout=TIMEOUT)
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        held = server.scan([id_photo], disconnected=False)
+        while EMBEDDING not in {h.kind for h in held} and time.monotonic() < deadline:
+            time.sleep(0.5)
+            held = server.scan([id_photo], disconnected=False)
+        call.cancel()
+        assert_nothing_retained(server, [id_photo])
+    finally:
+        call.cancel()
+        release.set()
+    assert {h.kind for h in held} >= {EMBEDDING}, needle_report(held, [id_photo])
 
 
 def test_verify_match_leaves_nothing_in_memory(server: ServerProcess, markers: Markers):
