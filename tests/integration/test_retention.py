@@ -328,8 +328,23 @@ def start_server_process(root: Path, config: str = "", bootstrap: str = "", env:
     ``config`` is extra settings TOML; an audit log with a 0600 key file and metrics on a
     loopback port are always configured. ``env`` is added to the server's environment.
     """
+    for attempt in range(3):
+        try:
+            return _start_server_process(root, config, bootstrap, env)
+        except _PortTaken:
+            # free_port() hands out a port that another test process may bind first.
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+class _PortTaken(Exception):
+    pass
+
+
+def _start_server_process(root: Path, config: str, bootstrap: str, env: dict[str, str] | None) -> ServerProcess:
     for name in ("home", "tmp", "cwd", "audit"):
-        (root / name).mkdir(parents=True)
+        (root / name).mkdir(parents=True, exist_ok=True)
     key_path = root / "audit" / "audit.key"
     key_path.write_bytes(os.urandom(32).hex().encode())
     key_path.chmod(0o600)
@@ -356,6 +371,8 @@ def start_server_process(root: Path, config: str = "", bootstrap: str = "", env:
         service.wait_serving(TIMEOUT)
     except ServiceFailed as e:
         channel.close()
+        if "Address already in use" in str(e):
+            raise _PortTaken() from None
         pytest.fail(f"kiosk serve did not reach SERVING:\n{e}")
     return server
 
