@@ -536,11 +536,9 @@ def test_positive_control_each_measure_alone_is_needed(measure: str, markers: Ma
     pytest.fail(f"no {ablation.residue} residue from {CONTROL_ATTEMPTS} servers:\n" + "\n".join(reports))
 
 
-def test_positive_control_an_open_session_holds_its_id_photo_embedding_until_it_ends(
-    server: ServerProcess, markers: Markers
-):
-    """The hardened server itself: found while a session holds it (by design), gone once the client cancels."""
-    id_photo = markers.id_photo()
+def held_by_an_open_session(server: ServerProcess, id_photo: Marker) -> list[Hit]:
+    """What a scan finds of ``id_photo`` while a session that opened with it is waiting;
+    then the client cancels, and nothing of it may be left."""
     release = threading.Event()
 
     def messages() -> Iterator[pb.SessionRequest]:
@@ -563,6 +561,15 @@ def test_positive_control_an_open_session_holds_its_id_photo_embedding_until_it_
     finally:
         call.cancel()
         release.set()
+    return held
+
+
+def test_positive_control_an_open_session_holds_its_id_photo_embedding_until_it_ends(
+    server: ServerProcess, markers: Markers
+):
+    """The hardened server itself: found while a session holds it (by design), gone once the client cancels."""
+    id_photo = markers.id_photo()
+    held = held_by_an_open_session(server, id_photo)
     assert {h.kind for h in held} >= {EMBEDDING}, needle_report(held, [id_photo])
 
 
@@ -582,24 +589,7 @@ def test_verify_with_a_chip_id_photo_leaves_nothing(server: ServerProcess, marke
 def test_positive_control_an_open_session_holds_its_chip_id_photo_embedding(server: ServerProcess, markers: Markers):
     """The chip markers' needles are the server's bits: found while a session holds them."""
     id_photo = markers.chip_id_photo(grey=False)
-    release = threading.Event()
-
-    def messages() -> Iterator[pb.SessionRequest]:
-        yield next(session_messages(id_photo.encoded, []))
-        release.wait(TIMEOUT)
-
-    call = server.stub().VerifySession(messages(), timeout=TIMEOUT)
-    try:
-        deadline = time.monotonic() + TIMEOUT
-        held = server.scan([id_photo], disconnected=False)
-        while EMBEDDING not in {h.kind for h in held} and time.monotonic() < deadline:
-            time.sleep(0.5)
-            held = server.scan([id_photo], disconnected=False)
-        call.cancel()
-        assert_nothing_retained(server, [id_photo])
-    finally:
-        call.cancel()
-        release.set()
+    held = held_by_an_open_session(server, id_photo)
     assert {h.kind for h in held} >= {EMBEDDING}, needle_report(held, [id_photo])
 
 
