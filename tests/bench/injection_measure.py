@@ -11,9 +11,10 @@ of the chip the attack side. Prints min/median/max of the aligned-crop correlati
 the embedding cosine per condition, then how many of each side a (cosine, correlation)
 rule flags. Reads the shared photos in place; writes nothing.
 """
-import sys, itertools, random, glob, json
+import random, glob
 from pathlib import Path
 import cv2, numpy as np
+from kiosk.errors import Undecidable
 from kiosk.settings import Settings
 from kiosk.pipeline.verifier import Verifier
 from kiosk.pipeline.align import align_face
@@ -31,7 +32,7 @@ def analyse(img, role):
     with Scratch() as s:
         try:
             face = v.subject_face(s, img, role)
-        except Exception as e:
+        except Undecidable:
             return None
         al = align_face(img, face.landmarks).copy()
         emb = np.array(v.embedder.embed(al)).copy()
@@ -128,7 +129,6 @@ for person in persons:
                 rows.append(("copy", Path(person).name, name + ":noface", None, None, None, None)); continue
             cal, cemb, _ = rc
             rows.append(("copy", Path(person).name, name, ncc(ida, cal, 2), ncc(ida, cal, 0), grad_ncc(ida, cal), cosine_similarity(ide, cemb)))
-import collections
 for kind in ("genuine", "copy"):
     for cond in sorted({r[2] for r in rows if r[0] == kind}):
         rs = [r for r in rows if r[0] == kind and r[2] == cond and r[3] is not None]

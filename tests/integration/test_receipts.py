@@ -13,9 +13,6 @@ import dataclasses
 import json
 import os
 import time
-from pathlib import Path
-
-import pytest
 
 from kiosk import receipts
 from kiosk.cli import main as cli_main
@@ -23,7 +20,6 @@ from kiosk.receipts import RECEIPT_TYPE, verify_signed
 from kiosk.settings import ReceiptSettings, ServiceSettings, Settings
 from kiosk.v1 import kiosk_pb2 as pb
 
-from .conftest import AUDIT_KEY
 from .rpc import TIMEOUT, ServeProcess, frame_message, settings_with, start_message, verify_request
 
 
