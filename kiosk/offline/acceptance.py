@@ -421,8 +421,7 @@ def run_report(
 ) -> Report:
     """Run every transaction of the report (bounded: see ``variation_every`` and ``impostors_per_condition``)."""
     point = verifier.operating_point(None)
-    chip = verifier.chip_calibration
-    chip_threshold = chip.operating_point_for(point.target_fmr).threshold if chip is not None else point.threshold
+    chip_threshold = verifier.operating_point(None, chip_sized=True).threshold
     report = Report(point.threshold, point.target_fmr, verifier.liveness_calibration.threshold, chip_threshold)
     cache: dict[tuple[str, str, str, bool], FaceOutcome] = {}
     images_bytes: dict[str, bytes] = {}

@@ -130,7 +130,7 @@ class LiveSession:
         self.rules = verifier.rules
         # Replaced by the chip calibration's point once the ID photo proves chip-sized.
         self.operating_point = operating_point
-        self.for_reference = verifier.for_reference
+        self.operating_point_for = verifier.operating_point
         self.limits = limits
         self.challenge_settings = challenges
         # The embeddings the session keeps between frames; everything else is per frame.
@@ -194,7 +194,7 @@ class LiveSession:
         else:
             self.reference = result.embedding
             self.chip_sized_id_photo = result.chip_sized
-            self.operating_point = self.for_reference(self.operating_point, result)
+            self.operating_point = self.operating_point_for(self.operating_point.target_fmr, result.chip_sized)
         return self.verification
 
     def add_frame(self, frame: Frame, *, wipe_payload: bool = False) -> FrameResult:

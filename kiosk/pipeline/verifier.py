@@ -164,28 +164,20 @@ class Verifier:
 
     @property
     def operating_points(self) -> tuple[OperatingPoint, ...]:
-        if self.calibration is None:
-            return ()
-        return tuple(OperatingPoint(p.target_fmr, p.threshold) for p in self.calibration.operating_point)
+        return _points_of(self.calibration)
 
     @property
     def chip_operating_points(self) -> tuple[OperatingPoint, ...]:
-        if self.chip_calibration is None:
-            return ()
-        return tuple(OperatingPoint(p.target_fmr, p.threshold) for p in self.chip_calibration.operating_point)
+        return _points_of(self.chip_calibration)
 
-    def operating_point(self, target_fmr: float | None) -> OperatingPoint:
+    def operating_point(self, target_fmr: float | None, chip_sized: bool = False) -> OperatingPoint:
+        """The threshold of ``target_fmr`` (the settings' default when None); with
+        ``chip_sized`` (the ID photo is), the chip calibration's, when one is loaded."""
         wanted = self.settings.decision.target_fmr if not target_fmr else target_fmr
         if self.calibration is None:
             raise ConfigError("no calibration loaded: run kiosk calibrate")
-        return self.calibration.operating_point_for(wanted)
-
-    def for_reference(self, point: OperatingPoint, reference: AnalysedFace) -> OperatingPoint:
-        """The operating point of a comparison with ``reference``: the chip calibration's
-        threshold at the same target FMR when the ID photo is chip-sized (and one is loaded)."""
-        if reference.chip_sized and self.chip_calibration is not None:
-            return self.chip_calibration.operating_point_for(point.target_fmr)
-        return point
+        calibration = self.chip_calibration if chip_sized and self.chip_calibration is not None else self.calibration
+        return calibration.operating_point_for(wanted)
 
     def warm_up(self) -> None:
         """One inference per model so the first real request does not pay for lazy initialisation."""
@@ -230,7 +222,7 @@ class Verifier:
                     )
                 else:
                     reference = result
-                    operating_point = self.for_reference(operating_point, reference)
+                    operating_point = self.operating_point(target_fmr, reference.chip_sized)
             live = usable_live_faces(live_results)
             if isinstance(live, Undecidable):
                 return conclude(
@@ -332,3 +324,9 @@ def lighting_retry(decision: Decision, findings: Sequence[FaceFinding]) -> str:
         return ""
     codes = sorted({q.code for f in findings for q in quality.operator_signals(f.quality)})
     return f"no match under poor lighting ({', '.join(codes)}): the operator should check the light" if codes else ""
+
+
+def _points_of(calibration: Calibration | None) -> tuple[OperatingPoint, ...]:
+    if calibration is None:
+        return ()
+    return tuple(OperatingPoint(p.target_fmr, p.threshold) for p in calibration.operating_point)

@@ -154,7 +154,7 @@ def test_a_chip_photo_transaction_is_decided_as_verify_decides_it(verifier, capt
     (a, b, _), stranger = captures
     point = verifier.operating_point(None)
     # A chip-sized ID photo is decided at the chip calibration's threshold, lower than the main one.
-    threshold = verifier.chip_calibration.operating_point_for(point.target_fmr).threshold
+    threshold = verifier.operating_point(None, chip_sized=True).threshold
     assert threshold < point.threshold
     for source in (a, stranger):
         image = cv2.imdecode(np.frombuffer(source, np.uint8), cv2.IMREAD_COLOR)

@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 import pytest
 
+from kiosk.offline.acceptance import encode_capture, sensor_noise
 from kiosk.offline.liveness_report import read_spoof_labels
 from kiosk.pipeline import analysis, quality
 from kiosk.pipeline.analysis import AnalysedFace, CaptureProblem
@@ -23,15 +24,10 @@ from kiosk.pipeline.scratch import Scratch, StageTimer
 from kiosk.pipeline.types import Box, Decision, ImageRole
 
 
-def noisy_capture(encoded: bytes, sigma: float, seed: int = 0) -> bytes:
-    """The photo as a noisy camera would deliver it: Gaussian noise, then JPEG quality 95."""
+def noisy_capture(encoded: bytes, sigma: float) -> bytes:
+    """The photo as a noisy camera would deliver it: the acceptance report's sensor noise, then JPEG q95."""
     image = cv2.imdecode(np.frombuffer(encoded, np.uint8), cv2.IMREAD_COLOR)
-    if sigma:
-        noise = np.random.default_rng(seed).normal(0.0, sigma, image.shape)
-        image = np.clip(image.astype(np.float64) + noise, 0, 255).astype(np.uint8)
-    ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 95])
-    assert ok
-    return jpeg.tobytes()
+    return encode_capture(sensor_noise(image, sigma))
 
 
 def analyse_live(verifier, encoded: bytes, rules=None) -> AnalysedFace | CaptureProblem:
