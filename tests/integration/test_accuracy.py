@@ -32,7 +32,7 @@ from kiosk.pipeline.decode import decode_image
 from kiosk.pipeline.scratch import Scratch
 from kiosk.pipeline.types import Decision, ImageRole
 
-from .degrade import chip_photo
+from kiosk.offline.chip import chip_photo
 
 EAST_ASIAN = ("kpop", "cnceleb", "jpceleb_uncleaned", "nuaa_live", "nuaa_print_vs_live")
 
@@ -134,7 +134,7 @@ def degraded_scores(verifier, faces, pairs):
         except Undecidable:
             continue
         for variant in results:
-            chip = chip_photo(image, box, quality=30, grey=variant == "grey")
+            chip = chip_photo(image, box, grey=variant == "grey")
             with Scratch() as scratch:
                 timer = _NullTimer()
                 chip_image = decode_photo(chip, verifier.rules, scratch, timer)

@@ -78,7 +78,7 @@ from tests.integration.measures import (
     arena_on_profile,
     bootstrap,
 )
-from tests.integration.degrade import chip_photo
+from kiosk.offline.chip import chip_photo
 from tests.integration.rpc import free_port
 from tests.support import memscan
 from tests.support.memscan import Hit, Marker, scan_memory, wait_until_idle
