@@ -185,7 +185,7 @@ def test_chip_photo_verify_end_to_end(verifier, faces):
     image = decode_image(a.read_bytes(), verifier.image_limits)
     with Scratch() as scratch:
         box = verifier.subject_face(scratch, image, ImageRole.ID_PHOTO).box
-    chip = chip_photo(image, box)
+    chip = chip_photo(image, box, grey=False)
     match = verifier.verify(chip, [b.read_bytes()])
     assert match.decision is Decision.MATCH, match
     stranger = sorted(other.iterdir())[0].read_bytes()
